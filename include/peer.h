@@ -1,0 +1,26 @@
+/* peer — who is at the other end of a Unix socket connection.
+ *
+ * SO_PEERCRED gives pid/uid/gid as of connect(); SO_PEERGROUPS the supplementary groups; /proc
+ * the command name.  The relay uses it to label captures and to connect upstream as the client.
+ */
+#pragma once
+#include <glib.h>
+#include <sys/types.h>
+
+#define UDS_MAX_GROUPS 256
+
+typedef struct {
+  pid_t pid;
+  uid_t uid;
+  gid_t gid;
+  int ngroups;                    /* -1 when unknown */
+  gid_t groups[UDS_MAX_GROUPS];
+  char comm[32];                  /* "" when unknown */
+} UdsPeer;
+
+/* Fills *peer from a connected Unix socket.  FALSE with errno when SO_PEERCRED fails. */
+gboolean uds_peer_from_fd(int fd, UdsPeer *peer);
+/* Our own identity, in the same shape. */
+void uds_peer_self(UdsPeer *peer);
+/* TRUE when a and b have the same uid, gid and supplementary groups. */
+gboolean uds_peer_same_identity(const UdsPeer *a, const UdsPeer *b);

@@ -1,0 +1,1238 @@
+/* relay — forwards every connection between clients and the real server, and feeds the capture.
+ *
+ * Model (after OpenBSD relayd and redis' ae): one thread, one epoll set, level-triggered.  A
+ * connection is two symmetric halves, each owning one socket and pointing at the other: bytes read
+ * from a half are written to its peer's socket.  What the peer's socket does not take at once is kept
+ * in the *peer's* pending buffer, and the reading half stops reading until that buffer has drained:
+ * so memory per connection is bounded by one read (RELAY_CHUNK), a slow consumer slows its producer,
+ * and an idle connection holds no buffer at all.  A half's epoll mask is derived from its state every
+ * time (half_update), never tracked twice.
+ *
+ * Half-close passes per direction: EOF on one side becomes shutdown(SHUT_WR) on the other once its
+ * pending bytes are written; the connection closes only when both directions are done.  A reset
+ * (ECONNRESET) closes the other side at once, abortively.
+ *
+ * Ancillary data passes through: every read is a recvmsg with room for SCM_RIGHTS and
+ * SCM_CREDENTIALS, and what came with some bytes is sent with exactly those bytes (the kernel never
+ * merges a recvmsg across a descriptor-carrying message, and sendmsg attaches control data to the
+ * first byte it sends).  Our own copies of passed descriptors are closed once sent.
+ *
+ * Identity: the upstream connection is made with the client's uid, gid and groups (SO_PEERCRED /
+ * SO_PEERGROUPS of the accepted socket).  Running as root we switch effective ids around connect()
+ * (the kernel records SO_PEERCRED and checks the socket file's permissions at connect time);
+ * unprivileged, a client whose identity differs from ours is refused: connecting as ourselves would
+ * hand it our privileges.  The pid cannot be preserved: the server sees udsdump's pid.
+ * Credentials passed explicitly (SCM_CREDENTIALS, what a server with SO_PASSCRED reads) are forwarded
+ * as the client's when we may, so journald & co. still attribute messages to the client.
+ *
+ * Datagram sockets (SOCK_DGRAM) have no connections: each sender address becomes a "flow" with its own
+ * upstream socket bound at a private name (so the server's replies find their way back) - see
+ * the dgram_* functions.
+ *
+ * Stopping: PATH is put back first (new clients go straight to the server), the listener's backlog is
+ * accepted, the capture is finished, and the connections still open go on, uncaptured, in a detached
+ * drain process (own session, stdio closed) so that `docker logs -f` survives the end of a capture
+ * while the extcap process exits at once.
+ */
+#include "relay.h"
+
+#include "discover.h"
+#include "log.h"
+#include "peer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RELAY_CHUNK (256 * 1024)      /* one read; also the bound on a half's pending bytes */
+#define RELAY_READS_PER_WAKEUP 4      /* fairness between busy connections */
+#define RELAY_ACCEPTS_PER_WAKEUP 64
+#define RELAY_MAX_FDS_PER_MSG 253     /* SCM_MAX_FD */
+#define RELAY_TICK_MS 20              /* retry timer: paused accept, upstream backlog full */
+#define RELAY_CONNECT_RETRIES 250     /* x RELAY_TICK_MS: give up on a full upstream backlog after 5 s */
+#define DGRAM_MAX (256 * 1024)
+
+typedef struct Conn Conn;
+typedef struct Relay Relay;
+
+typedef enum { EV_HALF, EV_LISTEN, EV_SIGNAL, EV_CAPTURE, EV_TIMER, EV_WATCH, EV_DGRAM_UP } EvKind;
+
+/* What an epoll event points at. */
+typedef struct {
+  EvKind kind;
+} EvTag;
+
+typedef struct Half {
+  EvTag tag;
+  Conn *conn;
+  struct Half *peer;
+  int fd;
+  int dir;                  /* direction of the bytes READ from this half's socket */
+  guint32 mask;             /* events currently registered */
+  gboolean eof;             /* read side finished (EOF, error, or the peer can take no more) */
+  gboolean shut_pending;    /* SHUT_WR this socket once pending is written */
+  gboolean shut_done;
+  /* Bytes (and ancillary data) read from the peer, waiting for this socket to take them. */
+  guint8 *pending;
+  gsize pending_len, pending_off;
+  int *pending_fds;
+  int pending_nfds;
+  gboolean pending_creds;
+  struct ucred creds;
+} Half;
+
+struct Conn {
+  Half client, server;
+  UdsFlow flow;
+  UdsPeer peer;
+  gboolean captured_open;
+  gboolean connecting;      /* upstream backlog was full; retried on the timer */
+  int connect_tries;
+  Conn *prev, *next;
+};
+
+struct Relay {
+  const UdsRelayConfig *cfg;
+  UdsCapture *cap;          /* NULL once the capture has ended (drain) */
+  int epfd;
+  EvTag listen_tag, signal_tag, capture_tag, timer_tag, watch_tag;
+  int listen_fd, signal_fd, timer_fd, watch_fd;
+  guint32 listen_mask, capture_mask;
+  gboolean accept_paused;   /* EMFILE: wait for the timer instead of spinning */
+  gboolean capture_paused;  /* lossless capture is full: nobody reads */
+  gboolean stop;
+  gboolean reader_gone;
+  char *stop_reason;
+  Conn *conns;
+  guint nconns;
+  Conn *dead;               /* closed in this epoll batch; freed after it (events may still point here) */
+  gboolean timer_armed;
+  const char *upstream;     /* where the server is reached: the swap's address, PATH once restored */
+  UdsPeer self;
+  gboolean privileged;
+  guint8 *buf;
+  GHashTable *dgram_flows;  /* datagram mode: sender address -> DgramFlow */
+  UdsRelayStats *stats;
+};
+
+static void relay_close(Relay *r, Conn *c, const char *why);
+static void half_update(Relay *r, Half *h);
+
+/* ---- small helpers ---- */
+
+static void now(struct timespec *ts)
+{
+  clock_gettime(CLOCK_REALTIME, ts);
+}
+
+static int ep_set(Relay *r, int fd, guint32 *cur, guint32 want, void *ptr)
+{
+  if (*cur == want)
+    return 0;
+  struct epoll_event ev = { .events = want, .data.ptr = ptr };
+  int op = *cur == 0xffffffffu ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+  if (epoll_ctl(r->epfd, op, fd, &ev) < 0)
+    return -1;
+  *cur = want;
+  return 0;
+}
+
+static void close_fds(int *fds, int n)
+{
+  for (int i = 0; i < n; i++)
+    if (fds[i] >= 0)
+      close(fds[i]);
+}
+
+/* What a passed descriptor is, for the capture: "file /etc/hosts", "socket", "pipe", "memfd:x". */
+static char *describe_fd(int fd)
+{
+  char link[PATH_MAX], proc[64];
+  snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(proc, link, sizeof link - 1);
+  if (n < 0)
+    return g_strdup("unknown");
+  link[n] = '\0';
+  if (g_str_has_prefix(link, "socket:"))
+    return g_strdup_printf("socket %s", link + 7);
+  if (g_str_has_prefix(link, "pipe:"))
+    return g_strdup_printf("pipe %s", link + 5);
+  if (g_str_has_prefix(link, "/memfd:"))
+    return g_strdup(link + 1);
+  if (g_str_has_prefix(link, "anon_inode:"))
+    return g_strdup(link);
+  struct stat st;
+  if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+    return g_strdup_printf("directory %s", link);
+  return g_strdup_printf("file %s", link);
+}
+
+/* ---- identity ---- */
+
+/* Connects a new socket of the relay's type to the real server, as `who`.  Returns the fd, or -1
+ * with errno (EAGAIN: the server's backlog is full, try again). */
+static int connect_upstream(Relay *r, const UdsPeer *who)
+{
+  const char *path = r->upstream;
+  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  if (strlen(path) >= sizeof sa.sun_path) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  strcpy(sa.sun_path, path);
+  int fd = socket(AF_UNIX, r->cfg->sock_type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -1;
+  /* Learn the credentials the server side attaches, so they can be forwarded (see header comment). */
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one);
+
+  gboolean switch_id = who && !uds_peer_same_identity(who, &r->self);
+  if (switch_id) {
+    if (!r->privileged) {
+      close(fd);
+      errno = EPERM;
+      return -1;
+    }
+    /* Order matters: groups and gid while still root, uid last; back in reverse. */
+    if (setgroups(who->ngroups, who->groups) < 0 || setegid(who->gid) < 0 || seteuid(who->uid) < 0) {
+      int e = errno;
+      if (seteuid(0) < 0 || setegid(r->self.gid) < 0 || setgroups(r->self.ngroups, r->self.groups) < 0)
+        abort();
+      close(fd);
+      errno = e;
+      return -1;
+    }
+  }
+  int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+  int e = errno;
+  if (switch_id) {
+    /* Failing to get our identity back would leave the relay running as a client: never continue.
+     * abort() ends the process; the guardian puts PATH back. */
+    if (seteuid(0) < 0 || setegid(r->self.gid) < 0 || setgroups(r->self.ngroups, r->self.groups) < 0)
+      abort();
+  }
+  if (rc < 0 && e != EINPROGRESS) {
+    close(fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
+/* ---- capture glue ---- */
+
+static void cap_ancillary(Relay *r, UdsFlow *flow, int dir, int *fds, int nfds, const struct ucred *creds,
+                          gboolean truncated, const struct timespec *ts)
+{
+  if (!r->cap || !flow->captured)
+    return;
+  g_autoptr(GPtrArray) desc = g_ptr_array_new_with_free_func(g_free);
+  for (int i = 0; i < nfds; i++)
+    g_ptr_array_add(desc, describe_fd(fds[i]));
+  UdsAncillary anc = {
+    .nfds = nfds,
+    .fd_desc = (const char *const *)desc->pdata,
+    .has_creds = creds != NULL,
+    .pid = creds ? creds->pid : 0,
+    .uid = creds ? creds->uid : 0,
+    .gid = creds ? creds->gid : 0,
+    .truncated = truncated,
+  };
+  uds_capture_conn_ancillary(r->cap, flow, dir, &anc, ts);
+}
+
+/* ---- halves ---- */
+
+static gboolean half_wants_read(Relay *r, Half *h)
+{
+  return !h->eof && h->peer->pending_len == 0 && !h->peer->shut_done && !r->capture_paused &&
+         !h->conn->connecting && !r->stop;
+}
+
+static void half_update(Relay *r, Half *h)
+{
+  if (h->fd < 0)
+    return;
+  guint32 want = 0;
+  if (half_wants_read(r, h))
+    want |= EPOLLIN;
+  if (h->pending_len > 0 || h->shut_pending)
+    want |= EPOLLOUT;
+  /* With no interest the fd leaves the set: EPOLLHUP cannot be masked, and a half that waits for its
+   * peer to drain would otherwise wake us in a loop.  Errors on it surface on the next write. */
+  if (want == 0) {
+    if (h->mask != 0xffffffffu)
+      epoll_ctl(r->epfd, EPOLL_CTL_DEL, h->fd, NULL);
+    h->mask = 0xffffffffu;
+    return;
+  }
+  if (ep_set(r, h->fd, &h->mask, want, h) < 0)
+    uds_warn("epoll_ctl: %s", g_strerror(errno));
+}
+
+static void half_free_pending(Half *h)
+{
+  g_clear_pointer(&h->pending, g_free);
+  h->pending_len = h->pending_off = 0;
+  if (h->pending_fds) {
+    close_fds(h->pending_fds, h->pending_nfds);
+    g_clear_pointer(&h->pending_fds, g_free);
+  }
+  h->pending_nfds = 0;
+  h->pending_creds = FALSE;
+}
+
+static void half_shutdown_write(Half *h)
+{
+  if (h->fd >= 0 && !h->shut_done)
+    shutdown(h->fd, SHUT_WR);
+  h->shut_done = TRUE;
+  h->shut_pending = FALSE;
+}
+
+/* Both directions done: close.  A direction is done when its reader hit EOF and the writer's pending
+ * bytes are gone and its SHUT_WR went out. */
+static gboolean conn_finished(Conn *c)
+{
+  return c->client.eof && c->server.eof && c->client.pending_len == 0 && c->server.pending_len == 0 &&
+         !c->client.shut_pending && !c->server.shut_pending;
+}
+
+/* Sends data (with ancillary data) to h's socket.  Returns bytes sent, or -1 with errno. */
+static ssize_t half_send(Relay *r, Half *h, const guint8 *data, gsize len, const int *fds, int nfds,
+                         const struct ucred *creds)
+{
+  struct iovec iov = { .iov_base = (void *)data, .iov_len = len };
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * RELAY_MAX_FDS_PER_MSG) + CMSG_SPACE(sizeof(struct ucred))];
+    struct cmsghdr align;
+  } u;
+  struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+  gsize clen = 0;
+  if (nfds > 0 || creds) {
+    memset(u.buf, 0, sizeof u.buf);
+    msg.msg_control = u.buf;
+    msg.msg_controllen = sizeof u.buf;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    if (nfds > 0) {
+      cm->cmsg_level = SOL_SOCKET;
+      cm->cmsg_type = SCM_RIGHTS;
+      cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+      memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
+      clen += CMSG_SPACE(sizeof(int) * nfds);
+      cm = CMSG_NXTHDR(&msg, cm);
+    }
+    if (creds) {
+      cm->cmsg_level = SOL_SOCKET;
+      cm->cmsg_type = SCM_CREDENTIALS;
+      cm->cmsg_len = CMSG_LEN(sizeof(struct ucred));
+      memcpy(CMSG_DATA(cm), creds, sizeof *creds);
+      clen += CMSG_SPACE(sizeof(struct ucred));
+    }
+    msg.msg_controllen = clen;
+  }
+  ssize_t n;
+  do
+    n = sendmsg(h->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n < 0 && creds && (errno == ESRCH || errno == EPERM)) {
+    /* The credentials' process has exited (ESRCH), or we may not speak for it: send what the kernel
+     * allows, our own pid with the same uid/gid when permitted, else nothing explicit. */
+    struct ucred mine = { .pid = getpid(), .uid = creds->uid, .gid = creds->gid };
+    if (!r->privileged)
+      mine.uid = geteuid(), mine.gid = getegid();
+    return half_send(r, h, data, len, fds, nfds, errno == ESRCH ? &mine : NULL);
+  }
+  return n;
+}
+
+/* Credentials to forward explicitly: only when they are not simply ours (the kernel adds those). */
+static const struct ucred *creds_to_forward(Relay *r, const struct ucred *got)
+{
+  if (!got)
+    return NULL;
+  if (got->pid == getpid() && got->uid == geteuid() && got->gid == getegid())
+    return NULL;
+  return r->privileged || (got->uid == geteuid() && got->gid == getegid()) ? got : NULL;
+}
+
+/* Writes h's pending bytes.  Returns FALSE when the connection was closed. */
+static gboolean half_flush(Relay *r, Half *h)
+{
+  while (h->pending_len > 0) {
+    ssize_t n = half_send(r, h, h->pending + h->pending_off, h->pending_len, h->pending_fds, h->pending_nfds,
+                          h->pending_creds ? &h->creds : NULL);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+        break;
+      /* The writer's far end is gone: what remains cannot be delivered (as with a direct
+       * connection); stop reading the other direction's producer too. */
+      uds_debug("conn %u: write: %s", h->conn->flow.id, g_strerror(errno));
+      relay_close(r, h->conn, errno == EPIPE ? "peer closed" : g_strerror(errno));
+      return FALSE;
+    }
+    if (h->pending_fds) {
+      close_fds(h->pending_fds, h->pending_nfds);
+      g_clear_pointer(&h->pending_fds, g_free);
+      h->pending_nfds = 0;
+    }
+    h->pending_creds = FALSE;
+    h->pending_off += n;
+    h->pending_len -= n;
+    if (r->cfg->sock_type == SOCK_SEQPACKET)
+      h->pending_len = 0;  /* a message goes whole or not at all */
+  }
+  if (h->pending_len == 0) {
+    g_clear_pointer(&h->pending, g_free);
+    h->pending_off = 0;
+    if (h->shut_pending)
+      half_shutdown_write(h);
+  }
+  half_update(r, h);
+  half_update(r, h->peer);
+  if (conn_finished(h->conn)) {
+    relay_close(r, h->conn, "done");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* EOF (or an unrecoverable read error) on h: pass the half-close on. */
+static gboolean half_read_done(Relay *r, Half *h, const struct timespec *ts)
+{
+  h->eof = TRUE;
+  if (r->cap && h->conn->flow.captured)
+    uds_capture_conn_shutdown(r->cap, &h->conn->flow, h->dir, ts);
+  Half *o = h->peer;
+  if (o->pending_len > 0)
+    o->shut_pending = TRUE;
+  else
+    half_shutdown_write(o);
+  half_update(r, h);
+  half_update(r, o);
+  if (conn_finished(h->conn)) {
+    relay_close(r, h->conn, "done");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Reads from h and forwards to its peer.  Returns FALSE when the connection was closed. */
+static gboolean half_read(Relay *r, Half *h)
+{
+  Conn *c = h->conn;
+  Half *o = h->peer;
+  for (int round = 0; round < RELAY_READS_PER_WAKEUP && half_wants_read(r, h); round++) {
+    union {
+      char buf[CMSG_SPACE(sizeof(int) * RELAY_MAX_FDS_PER_MSG) + CMSG_SPACE(sizeof(struct ucred))];
+      struct cmsghdr align;
+    } u;
+    struct iovec iov = { .iov_base = r->buf, .iov_len = RELAY_CHUNK };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+    ssize_t n;
+    do
+      n = recvmsg(h->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    struct timespec ts;
+    now(&ts);
+
+    int fds[RELAY_MAX_FDS_PER_MSG];
+    int nfds = 0;
+    struct ucred creds;
+    gboolean have_creds = FALSE;
+    if (n >= 0) {
+      for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET)
+          continue;
+        if (cm->cmsg_type == SCM_RIGHTS) {
+          int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+          for (int i = 0; i < k && nfds < RELAY_MAX_FDS_PER_MSG; i++)
+            memcpy(&fds[nfds++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+        } else if (cm->cmsg_type == SCM_CREDENTIALS && cm->cmsg_len >= CMSG_LEN(sizeof creds)) {
+          memcpy(&creds, CMSG_DATA(cm), sizeof creds);
+          have_creds = TRUE;
+        }
+      }
+      if (msg.msg_flags & MSG_CTRUNC) {
+        /* Descriptors were lost on the way in: forwarding the bytes without them would alter what the
+         * server receives.  End the connection, and say why. */
+        uds_warn("conn %u: control data truncated (MSG_CTRUNC): closing the connection", c->flow.id);
+        cap_ancillary(r, &c->flow, h->dir, fds, nfds, have_creds ? &creds : NULL, TRUE, &ts);
+        close_fds(fds, nfds);
+        if (r->cap && c->flow.captured)
+          uds_capture_conn_reset(r->cap, &c->flow, h->dir, &ts);
+        relay_close(r, c, "control data truncated");
+        return FALSE;
+      }
+    }
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        break;
+      if (errno == ECONNRESET) {
+        if (r->cap && c->flow.captured)
+          uds_capture_conn_reset(r->cap, &c->flow, h->dir, &ts);
+        relay_close(r, c, "reset");
+        return FALSE;
+      }
+      uds_debug("conn %u: read: %s", c->flow.id, g_strerror(errno));
+      return half_read_done(r, h, &ts);
+    }
+    if (n == 0 && nfds == 0 && r->cfg->sock_type != SOCK_SEQPACKET)
+      return half_read_done(r, h, &ts);
+    if (n == 0 && r->cfg->sock_type == SOCK_SEQPACKET && nfds == 0 && !have_creds) {
+      /* seqpacket: a zero-length read is EOF unless the peer is still connected (an empty message
+       * from a live peer is indistinguishable; treat as EOF like the kernel's own semantics). */
+      return half_read_done(r, h, &ts);
+    }
+
+    if (nfds > 0)
+      cap_ancillary(r, &c->flow, h->dir, fds, nfds, NULL, FALSE, &ts);
+    if (r->cap && c->flow.captured && n > 0) {
+      if (r->cfg->sock_type == SOCK_SEQPACKET)
+        uds_capture_message(r->cap, &c->flow, h->dir, r->buf, n, &ts);
+      else
+        uds_capture_conn_data(r->cap, &c->flow, h->dir, r->buf, n, &ts);
+    }
+    if (r->stats)
+      r->stats->bytes[h->dir] += n;
+
+    const struct ucred *fwd_creds = have_creds ? creds_to_forward(r, &creds) : NULL;
+    ssize_t sent = half_send(r, o, r->buf, n, fds, nfds, fwd_creds);
+    if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
+      close_fds(fds, nfds);
+      relay_close(r, c, errno == EPIPE ? "peer closed" : g_strerror(errno));
+      return FALSE;
+    }
+    if (sent == n) {  /* all of it, ancillary data included */
+      close_fds(fds, nfds);
+      continue;
+    }
+    /* The peer's socket is full: keep the rest (and, if nothing went, the ancillary data) on the
+     * peer half; this half stops reading until it drains.  (seqpacket: sent is n or -1.) */
+    gsize from = sent > 0 ? (gsize)sent : 0;
+    o->pending = g_memdup2(r->buf + from, n - from);
+    o->pending_len = n - from;
+    o->pending_off = 0;
+    if (sent < 0 && (nfds > 0 || fwd_creds)) {
+      o->pending_fds = nfds ? g_memdup2(fds, sizeof(int) * nfds) : NULL;
+      o->pending_nfds = nfds;
+      if (fwd_creds) {
+        o->pending_creds = TRUE;
+        o->creds = *fwd_creds;
+      }
+    } else {
+      close_fds(fds, nfds);
+    }
+    half_update(r, h);
+    half_update(r, o);
+    break;
+  }
+  half_update(r, h);
+  return TRUE;
+}
+
+/* ---- connections ---- */
+
+static void conn_unlink(Relay *r, Conn *c)
+{
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    r->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  r->nconns--;
+}
+
+/* The one place a connection ends. */
+static void relay_close(Relay *r, Conn *c, const char *why)
+{
+  struct timespec ts;
+  now(&ts);
+  uds_debug("conn %u closed: %s", c->flow.id, why);
+  if (r->cap && c->flow.captured && c->captured_open)
+    uds_capture_conn_close(r->cap, &c->flow, &ts);
+  Half *hs[2] = { &c->client, &c->server };
+  for (int i = 0; i < 2; i++) {
+    Half *h = hs[i];
+    half_free_pending(h);
+    if (h->fd >= 0) {
+      if (h->mask != 0xffffffffu)
+        epoll_ctl(r->epfd, EPOLL_CTL_DEL, h->fd, NULL);
+      close(h->fd);
+      h->fd = -1;
+    }
+  }
+  conn_unlink(r, c);
+  if (r->stats)
+    r->stats->closed++;
+  c->next = r->dead;
+  r->dead = c;
+}
+
+static void free_dead(Relay *r)
+{
+  while (r->dead) {
+    Conn *c = r->dead;
+    r->dead = c->next;
+    g_free(c);
+  }
+}
+
+static void half_init(Half *h, Conn *c, Half *peer, int fd, int dir)
+{
+  h->tag.kind = EV_HALF;
+  h->conn = c;
+  h->peer = peer;
+  h->fd = fd;
+  h->dir = dir;
+  h->mask = 0xffffffffu;   /* not registered yet */
+}
+
+/* Upstream is connected (or the fd is in progress): start relaying. */
+static void conn_start(Relay *r, Conn *c, int up)
+{
+  struct timespec ts;
+  now(&ts);
+  c->connecting = FALSE;
+  c->server.fd = up;
+  if (r->cap) {
+    UdsConnMeta meta = {
+      .client = &c->peer,
+      .server_pid = r->cfg->server_pid,
+      .server_comm = r->cfg->server_comm,
+    };
+    uds_capture_conn_open(r->cap, &c->flow, &meta, &ts);
+    c->captured_open = TRUE;
+  }
+  half_update(r, &c->client);
+  half_update(r, &c->server);
+}
+
+static void conn_try_connect(Relay *r, Conn *c)
+{
+  int up = connect_upstream(r, &c->peer);
+  if (up >= 0) {
+    conn_start(r, c, up);
+    return;
+  }
+  if (errno == EAGAIN && ++c->connect_tries < RELAY_CONNECT_RETRIES && !r->stop) {
+    c->connecting = TRUE;
+    return;  /* the timer retries */
+  }
+  if (errno == EPERM)
+    uds_warn("refused a client (pid %d, uid %u, gid %u): it differs from udsdump's identity and udsdump is not "
+             "privileged, so the server would see it with udsdump's rights; run udsdump as root to relay it",
+             (int)c->peer.pid, (unsigned)c->peer.uid, (unsigned)c->peer.gid);
+  else
+    uds_warn("connection from %s[%d]: cannot reach the server: %s", c->peer.comm, (int)c->peer.pid,
+             g_strerror(errno));
+  if (r->stats)
+    r->stats->refused++;
+  relay_close(r, c, "upstream connect failed");
+}
+
+static void relay_accept(Relay *r)
+{
+  for (int i = 0; i < RELAY_ACCEPTS_PER_WAKEUP; i++) {
+    int fd = accept4(r->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED)
+        continue;
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        /* Out of descriptors: stop accepting until the timer fires, rather than spin on a listener
+         * that stays readable (relayd's accept_reserve idea). */
+        uds_warn("accept: %s; pausing new connections", g_strerror(errno));
+        r->accept_paused = TRUE;
+      }
+      break;
+    }
+    Conn *c = g_new0(Conn, 1);
+    half_init(&c->client, c, &c->server, fd, UDS_DIR_C2S);
+    half_init(&c->server, c, &c->client, -1, UDS_DIR_S2C);
+    c->next = r->conns;
+    if (r->conns)
+      r->conns->prev = c;
+    r->conns = c;
+    r->nconns++;
+    if (r->stats)
+      r->stats->accepted++;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one);
+    if (!uds_peer_from_fd(fd, &c->peer)) {
+      uds_warn("SO_PEERCRED: %s", g_strerror(errno));
+      relay_close(r, c, "no peer credentials");
+      continue;
+    }
+    conn_try_connect(r, c);
+  }
+}
+
+/* ---- datagram sockets ---- */
+
+/* One sender address of a SOCK_DGRAM socket, with its own upstream socket (bound to an abstract
+ * autobind name, so the server's replies come back to it and not to another client). */
+typedef struct {
+  EvTag tag;
+  Relay *relay;
+  int up;                   /* connected to the real server */
+  guint32 mask;
+  char *addr;               /* the client's bound path, NULL for unbound senders */
+  gsize addrlen;
+  struct sockaddr_un sa;
+  UdsFlow flow;
+  UdsPeer peer;
+} DgramFlow;
+
+static void dgram_flow_free(gpointer p)
+{
+  DgramFlow *f = p;
+  if (f->up >= 0) {
+    epoll_ctl(f->relay->epfd, EPOLL_CTL_DEL, f->up, NULL);
+    close(f->up);
+  }
+  g_free(f->addr);
+  g_free(f);
+}
+
+static DgramFlow *dgram_flow_get(Relay *r, const struct sockaddr_un *from, socklen_t fromlen, const struct ucred *cr)
+{
+  gsize plen = fromlen > offsetof(struct sockaddr_un, sun_path) ? fromlen - offsetof(struct sockaddr_un, sun_path) : 0;
+  /* Unbound senders cannot get replies; they share one flow per uid so they are still labelled. */
+  g_autofree char *key = plen ? g_strdup_printf("a:%.*s", (int)plen, from->sun_path)
+                              : g_strdup_printf("u:%u:%d", cr ? cr->uid : 0, cr ? cr->pid : 0);
+  DgramFlow *f = g_hash_table_lookup(r->dgram_flows, key);
+  if (f)
+    return f;
+  f = g_new0(DgramFlow, 1);
+  f->tag.kind = EV_DGRAM_UP;
+  f->relay = r;
+  f->mask = 0xffffffffu;
+  f->peer.ngroups = -1;
+  if (cr) {
+    f->peer.pid = cr->pid;
+    f->peer.uid = cr->uid;
+    f->peer.gid = cr->gid;
+    g_autofree char *comm = uds_proc_comm(uds_proc_root(), cr->pid);
+    if (comm)
+      g_strlcpy(f->peer.comm, comm, sizeof f->peer.comm);
+    /* Groups are not carried by SCM_CREDENTIALS: connect with the sender's primary identity only,
+     * which never exceeds what it had. */
+    f->peer.ngroups = 0;
+  }
+  if (plen) {
+    f->sa = *from;
+    f->addrlen = fromlen;
+    f->addr = g_strndup(from->sun_path, plen);
+  }
+  UdsPeer who = f->peer;
+  int up = -1;
+  if (cr)
+    up = connect_upstream(r, &who);
+  else {
+    errno = EPERM;
+  }
+  if (up < 0) {
+    uds_warn("datagram from pid %d: cannot reach the server: %s", cr ? cr->pid : 0, g_strerror(errno));
+    g_free(f->addr);
+    g_free(f);
+    return NULL;
+  }
+  /* Autobind an abstract name so the server can reply (sendto our address). */
+  struct sockaddr_un any = { .sun_family = AF_UNIX };
+  bind(up, (struct sockaddr *)&any, sizeof(sa_family_t));
+  f->up = up;
+  struct epoll_event ev = { .events = EPOLLIN, .data.ptr = f };
+  epoll_ctl(r->epfd, EPOLL_CTL_ADD, up, &ev);
+  f->mask = EPOLLIN;
+  g_hash_table_insert(r->dgram_flows, g_steal_pointer(&key), f);
+  if (r->cap) {
+    struct timespec ts;
+    now(&ts);
+    UdsConnMeta meta = { .client = cr ? &f->peer : NULL, .server_pid = r->cfg->server_pid,
+                         .server_comm = r->cfg->server_comm, .client_addr = f->addr };
+    uds_capture_conn_open(r->cap, &f->flow, &meta, &ts);
+  }
+  return f;
+}
+
+/* A datagram from a client to PATH: forward it whole. */
+static void dgram_from_client(Relay *r)
+{
+  for (int i = 0; i < RELAY_ACCEPTS_PER_WAKEUP && !r->capture_paused; i++) {
+    struct sockaddr_un from;
+    union {
+      char buf[CMSG_SPACE(sizeof(int) * RELAY_MAX_FDS_PER_MSG) + CMSG_SPACE(sizeof(struct ucred))];
+      struct cmsghdr align;
+    } u;
+    struct iovec iov = { .iov_base = r->buf, .iov_len = DGRAM_MAX };
+    struct msghdr msg = { .msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &iov, .msg_iovlen = 1,
+                          .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+    ssize_t n = recvmsg(r->listen_fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0)
+      return;
+    struct timespec ts;
+    now(&ts);
+    int fds[RELAY_MAX_FDS_PER_MSG], nfds = 0;
+    struct ucred cr;
+    gboolean have_cr = FALSE;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+      if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+        int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        for (int j = 0; j < k && nfds < RELAY_MAX_FDS_PER_MSG; j++)
+          memcpy(&fds[nfds++], CMSG_DATA(cm) + j * sizeof(int), sizeof(int));
+      } else if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS) {
+        memcpy(&cr, CMSG_DATA(cm), sizeof cr);
+        have_cr = TRUE;
+      }
+    }
+    DgramFlow *f = dgram_flow_get(r, &from, msg.msg_namelen, have_cr ? &cr : NULL);
+    if (!f || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
+      if (f)
+        uds_warn("datagram truncated on the way in (%s): dropped", msg.msg_flags & MSG_TRUNC ? "data" : "control");
+      close_fds(fds, nfds);
+      continue;
+    }
+    if (r->cap && f->flow.captured) {
+      if (nfds)
+        cap_ancillary(r, &f->flow, UDS_DIR_C2S, fds, nfds, NULL, FALSE, &ts);
+      uds_capture_message(r->cap, &f->flow, UDS_DIR_C2S, r->buf, n, &ts);
+    }
+    if (r->stats)
+      r->stats->bytes[UDS_DIR_C2S] += n;
+    Half tmp = { .fd = f->up };
+    const struct ucred *fwd = have_cr ? creds_to_forward(r, &cr) : NULL;
+    /* Datagram sockets keep boundaries but have no back-pressure towards unconnected senders: a full
+     * server queue is waited out briefly (the kernel would have blocked the sender the same way). */
+    ssize_t s = half_send(r, &tmp, r->buf, n, fds, nfds, fwd);
+    if (s < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      int fl = fcntl(f->up, F_GETFL);
+      fcntl(f->up, F_SETFL, fl & ~O_NONBLOCK);
+      struct timeval tv = { .tv_sec = 1 };
+      setsockopt(f->up, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+      s = sendmsg(f->up, &(struct msghdr){ .msg_iov = &iov, .msg_iovlen = 1 }, MSG_NOSIGNAL);
+      fcntl(f->up, F_SETFL, fl);
+    }
+    if (s < 0)
+      uds_warn("datagram to the server lost: %s", g_strerror(errno));
+    close_fds(fds, nfds);
+  }
+}
+
+/* A reply from the server to one client: send it to the client's bound address. */
+static void dgram_from_server(Relay *r, DgramFlow *f)
+{
+  for (int i = 0; i < RELAY_READS_PER_WAKEUP; i++) {
+    ssize_t n = recv(f->up, r->buf, DGRAM_MAX, MSG_DONTWAIT);
+    if (n < 0)
+      return;
+    struct timespec ts;
+    now(&ts);
+    if (r->cap && f->flow.captured)
+      uds_capture_message(r->cap, &f->flow, UDS_DIR_S2C, r->buf, n, &ts);
+    if (r->stats)
+      r->stats->bytes[UDS_DIR_S2C] += n;
+    if (!f->addr)
+      continue;  /* unbound senders cannot receive replies, exactly as without udsdump */
+    if (sendto(r->listen_fd, r->buf, n, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&f->sa, f->addrlen) < 0)
+      uds_debug("datagram reply to %s lost: %s", f->addr, g_strerror(errno));
+  }
+}
+
+/* ---- loop ---- */
+
+static void relay_set_paused(Relay *r, gboolean paused)
+{
+  if (r->capture_paused == paused)
+    return;
+  r->capture_paused = paused;
+  for (Conn *c = r->conns; c; c = c->next) {
+    half_update(r, &c->client);
+    half_update(r, &c->server);
+  }
+}
+
+static void update_listener(Relay *r)
+{
+  if (r->listen_fd < 0)
+    return;
+  guint32 want = (r->accept_paused || r->stop || (r->capture_paused && r->cfg->sock_type == SOCK_DGRAM)) ? 0 : EPOLLIN;
+  ep_set(r, r->listen_fd, &r->listen_mask, want, &r->listen_tag);
+}
+
+static void update_capture(Relay *r)
+{
+  if (!r->cap || r->capture_mask == 0xfffffffeu)
+    return;  /* 0xfffffffe: a regular file, not pollable */
+  guint32 want = uds_capture_wants_write(r->cap) ? EPOLLOUT : 0;
+  if (ep_set(r, uds_capture_fd(r->cap), &r->capture_mask, want, &r->capture_tag) < 0)
+    r->capture_mask = 0xfffffffeu;
+}
+
+static void flush_capture(Relay *r)
+{
+  if (!r->cap)
+    return;
+  if (uds_capture_flush(r->cap) < 0 && errno != EAGAIN) {
+    if (!r->stop)
+      uds_info("capture reader went away (%s): stopping", g_strerror(errno));
+    r->reader_gone = TRUE;
+    r->stop = TRUE;
+    return;
+  }
+  if (uds_capture_done(r->cap))
+    r->stop = TRUE;
+  relay_set_paused(r, uds_capture_full(r->cap));
+}
+
+static void on_timer(Relay *r)
+{
+  guint64 ticks;
+  if (read(r->timer_fd, &ticks, sizeof ticks) < 0) {
+    /* nothing: spurious */
+  }
+  r->accept_paused = FALSE;
+  update_listener(r);
+  Conn *next;
+  for (Conn *c = r->conns; c; c = next) {
+    next = c->next;
+    if (c->connecting)
+      conn_try_connect(r, c);
+  }
+}
+
+static gboolean need_timer(Relay *r)
+{
+  if (r->accept_paused)
+    return TRUE;
+  for (Conn *c = r->conns; c; c = c->next)
+    if (c->connecting)
+      return TRUE;
+  return FALSE;
+}
+
+static void arm_timer(Relay *r)
+{
+  gboolean want = need_timer(r);
+  if (want == r->timer_armed)
+    return;
+  struct itimerspec its = { 0 };
+  if (want)
+    its.it_value.tv_nsec = its.it_interval.tv_nsec = RELAY_TICK_MS * 1000000L;
+  timerfd_settime(r->timer_fd, 0, &its, NULL);
+  r->timer_armed = want;
+}
+
+static void on_signal(Relay *r)
+{
+  struct signalfd_siginfo si;
+  while (read(r->signal_fd, &si, sizeof si) == sizeof si) {
+    if (!r->stop) {
+      g_free(r->stop_reason);
+      r->stop_reason = g_strdup(strsignal((int)si.ssi_signo));
+    }
+    r->stop = TRUE;
+  }
+}
+
+static void on_watch(Relay *r)
+{
+  if (!r->cfg->swap)
+    return;
+  int newfd = -1;
+  g_autoptr(GError) err = NULL;
+  if (!uds_swap_path_replaced(r->cfg->swap, &newfd, &err))
+    return;
+  uds_warn("the server re-created %s during the capture%s", r->cfg->path,
+           newfd >= 0 ? "; following the new socket" : "; new connections now go to it directly, uncaptured");
+  if (err)
+    uds_warn("%s", err->message);
+  if (r->listen_fd >= 0) {
+    /* Connections already queued on the old relay socket still deserve an answer. */
+    relay_accept(r);
+    epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->listen_fd, NULL);
+    close(r->listen_fd);
+  }
+  r->listen_fd = newfd;
+  r->listen_mask = 0xffffffffu;
+  update_listener(r);
+}
+
+static void dispatch(Relay *r, struct epoll_event *ev)
+{
+  EvTag *tag = ev->data.ptr;
+  switch (tag->kind) {
+  case EV_HALF: {
+    Half *h = (Half *)tag;
+    if (h->fd < 0)
+      return;  /* its connection closed earlier in this batch */
+    /* Writes first: they make room that lets the other direction read. */
+    if ((ev->events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && (h->pending_len > 0 || h->shut_pending)) {
+      if (h->pending_len > 0) {
+        if (!half_flush(r, h))
+          return;
+      } else {
+        half_shutdown_write(h);
+        half_update(r, h);
+        if (conn_finished(h->conn)) {
+          relay_close(r, h->conn, "done");
+          return;
+        }
+      }
+    }
+    if ((ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && half_wants_read(r, h))
+      half_read(r, h);
+    break;
+  }
+  case EV_LISTEN:
+    if (r->cfg->sock_type == SOCK_DGRAM)
+      dgram_from_client(r);
+    else
+      relay_accept(r);
+    break;
+  case EV_DGRAM_UP:
+    dgram_from_server(r, (DgramFlow *)tag);
+    break;
+  case EV_SIGNAL:
+    on_signal(r);
+    break;
+  case EV_CAPTURE:
+    if (ev->events & (EPOLLERR | EPOLLHUP)) {
+      if (!r->stop)
+        uds_info("capture reader went away: stopping");
+      r->reader_gone = TRUE;
+      r->stop = TRUE;
+    } else {
+      flush_capture(r);
+    }
+    break;
+  case EV_TIMER:
+    on_timer(r);
+    break;
+  case EV_WATCH:
+    on_watch(r);
+    break;
+  }
+}
+
+static void loop_once(Relay *r, int timeout_ms)
+{
+  struct epoll_event evs[64];
+  update_capture(r);
+  arm_timer(r);
+  int n = epoll_wait(r->epfd, evs, G_N_ELEMENTS(evs), timeout_ms);
+  if (n < 0 && errno != EINTR) {
+    uds_error("epoll_wait: %s", g_strerror(errno));
+    r->stop = TRUE;
+    return;
+  }
+  /* A close in one event must not free what a later event of this batch points at: relay_close
+   * sets the halves' fds to -1 (dispatch skips them) and free_dead releases them after the batch. */
+  for (int i = 0; i < n; i++)
+    dispatch(r, &evs[i]);
+  free_dead(r);
+  if (r->cap) {
+    /* Files (not pollable) and newly queued output: write now rather than wait for EPOLLOUT. */
+    flush_capture(r);
+  }
+}
+
+static int make_signalfd(void)
+{
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  sigprocmask(SIG_BLOCK, &set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+static void raise_nofile(void)
+{
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+/* The connections still open go on in a detached process: own session, stdio on /dev/null, no capture,
+ * no listener.  It exits when the last one ends.  Returns TRUE in the parent. */
+static gboolean hand_over_to_drain(Relay *r)
+{
+  pid_t pid = fork();
+  if (pid < 0) {
+    uds_warn("cannot start the drain process (%s): closing %u open connections", g_strerror(errno), r->nconns);
+    return TRUE;
+  }
+  if (pid > 0) {
+    int status;
+    waitpid(pid, &status, 0);  /* the intermediate child exits at once */
+    return TRUE;
+  }
+  /* Intermediate child: a new session, then fork again so the drain is nobody's child to reap. */
+  setsid();
+  pid = fork();
+  if (pid != 0)
+    _exit(0);
+  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (devnull >= 0) {
+    dup2(devnull, 0);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    if (devnull > 2)
+      close(devnull);
+  }
+  uds_log_close();
+  if (r->cap) {
+    epoll_ctl(r->epfd, EPOLL_CTL_DEL, uds_capture_fd(r->cap), NULL);
+    close(uds_capture_fd(r->cap));
+    r->cap = NULL;  /* the parent owns and frees the capture; the drain just forgets it */
+  }
+  close(r->signal_fd);
+  r->signal_fd = -1;
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_UNBLOCK, &all, NULL);  /* the drain dies of SIGTERM like any process */
+  if (r->watch_fd >= 0)
+    epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->watch_fd, NULL);
+  r->stop = FALSE;
+  r->stats = NULL;
+  for (Conn *c = r->conns; c; c = c->next) {
+    c->flow.captured = FALSE;
+    half_update(r, &c->client);
+    half_update(r, &c->server);
+  }
+  while (r->nconns > 0)
+    loop_once(r, -1);
+  _exit(0);
+}
+
+gboolean uds_relay_run(const UdsRelayConfig *cfg, UdsRelayStats *stats, GError **error)
+{
+  Relay rr = { 0 }, *r = &rr;
+  r->cfg = cfg;
+  r->cap = cfg->capture;
+  r->listen_fd = cfg->listen_fd;
+  r->stats = stats;
+  r->listen_tag.kind = EV_LISTEN;
+  r->signal_tag.kind = EV_SIGNAL;
+  r->capture_tag.kind = EV_CAPTURE;
+  r->timer_tag.kind = EV_TIMER;
+  r->watch_tag.kind = EV_WATCH;
+  r->listen_mask = r->capture_mask = 0xffffffffu;
+  r->upstream = cfg->upstream;
+  uds_peer_self(&r->self);
+  r->privileged = geteuid() == 0;
+  r->buf = g_malloc(MAX(RELAY_CHUNK, DGRAM_MAX));
+  r->dgram_flows = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, dgram_flow_free);
+  raise_nofile();
+
+  r->epfd = epoll_create1(EPOLL_CLOEXEC);
+  r->signal_fd = make_signalfd();
+  r->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (r->epfd < 0 || r->signal_fd < 0 || r->timer_fd < 0) {
+    g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "cannot set up the event loop: %s", g_strerror(errno));
+    goto out;
+  }
+  if (cfg->sock_type == SOCK_DGRAM) {
+    int one = 1;
+    setsockopt(r->listen_fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one);
+  }
+  guint32 m = 0xffffffffu;
+  ep_set(r, r->signal_fd, &m, EPOLLIN, &r->signal_tag);
+  m = 0xffffffffu;
+  ep_set(r, r->timer_fd, &m, EPOLLIN, &r->timer_tag);
+  r->watch_fd = cfg->swap ? uds_swap_watch_fd(cfg->swap) : -1;
+  if (r->watch_fd >= 0) {
+    m = 0xffffffffu;
+    ep_set(r, r->watch_fd, &m, EPOLLIN, &r->watch_tag);
+  }
+  update_listener(r);
+  if (r->cap) {
+    /* Register the capture fd with no interest: EPOLLERR tells us the reader left even when idle
+     * (sshdump's channel closing while nothing is relayed).  Regular files cannot be polled. */
+    guint32 want = 0;
+    struct epoll_event ev = { .events = want, .data.ptr = &r->capture_tag };
+    if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, uds_capture_fd(r->cap), &ev) == 0)
+      r->capture_mask = want;
+    else
+      r->capture_mask = 0xfffffffeu;
+    flush_capture(r);
+  }
+
+  while (!r->stop)
+    loop_once(r, -1);
+
+  /* ---- stop: PATH first, then the backlog, then the capture, then the open connections ---- */
+  uds_info("stopping: %s", r->stop_reason ? r->stop_reason : r->reader_gone ? "capture reader went away" : "done");
+  gboolean ok = TRUE;
+  if (cfg->swap) {
+    g_autoptr(GError) rerr = NULL;
+    if (!uds_swap_restore(cfg->swap, &rerr)) {
+      uds_error("%s", rerr->message);
+      ok = FALSE;
+    } else {
+      r->upstream = cfg->path;  /* the real socket is at PATH again */
+    }
+  }
+  if (r->listen_fd >= 0) {
+    if (cfg->sock_type != SOCK_DGRAM) {
+      r->stop = FALSE;
+      relay_accept(r);  /* clients already queued on the relay socket are served, not reset */
+      r->stop = TRUE;
+    }
+    epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->listen_fd, NULL);
+    close(r->listen_fd);
+    r->listen_fd = -1;
+  }
+  free_dead(r);
+  g_hash_table_remove_all(r->dgram_flows);
+  if (r->cap && !r->reader_gone) {
+    uds_capture_finish(r->cap, 2000);
+  }
+  if (r->nconns > 0) {
+    if (cfg->keep_inflight) {
+      uds_info("%u connections still open: they go on, uncaptured, in a detached process", r->nconns);
+      hand_over_to_drain(r);
+    }
+    /* The drain has its own copies of the sockets; ours close without a word to the capture. */
+    r->cap = NULL;
+    while (r->conns)
+      relay_close(r, r->conns, "capture stopped");
+    free_dead(r);
+  }
+  if (!ok)
+    g_set_error(error, UDS_ERROR, UDS_ERROR_FAILED, "could not put %s back", cfg->path);
+  /* fallthrough */
+  if (0) {
+  out:
+    ok = FALSE;
+  }
+  g_clear_pointer(&r->dgram_flows, g_hash_table_destroy);
+  if (r->epfd >= 0)
+    close(r->epfd);
+  if (r->signal_fd >= 0)
+    close(r->signal_fd);
+  if (r->timer_fd >= 0)
+    close(r->timer_fd);
+  g_free(r->buf);
+  g_free(r->stop_reason);
+  return ok;
+}
