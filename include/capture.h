@@ -79,8 +79,10 @@ typedef struct {
 
 typedef struct UdsCapture UdsCapture;
 
-/* fd: where the pcap (or text) goes; owned by the capture from now on.  Writes the pcap file header
- * into the queue.  Fails (nothing written) on an invalid filter, with libpcap's message. */
+/* fd: where the pcap (or text) goes; owned by the capture from now on (made non-blocking; its flags
+ * are put back and it is closed by uds_capture_free).  Writes the pcap file header into the queue.
+ * Fails (nothing written, fd untouched and still the caller's) on an invalid filter, with libpcap's
+ * message.  The process must ignore SIGPIPE: a reader going away is reported as EPIPE by flush. */
 UdsCapture *uds_capture_new(int fd, const UdsCaptureOptions *opt, GError **error);
 void uds_capture_free(UdsCapture *cap);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(UdsCapture, uds_capture_free)

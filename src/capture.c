@@ -1,0 +1,972 @@
+/* capture — turns relay events into the pcap stream (or the text view); see include/capture.h and
+ * docs/capture-format.md for the wire format.
+ *
+ * Model.  Each connection is a synthetic TCP flow (UDP for datagram and seqpacket sockets) whose
+ * sequence numbers count the real relayed bytes, whatever the capture keeps: so a frame that is
+ * dropped or filtered out leaves a gap Wireshark can see, and never shifts what follows.  Records go
+ * into a bounded in-memory queue (a list of chunks: appends at the tail, writes from the head, no
+ * memmove), drained to the non-blocking capture fd by uds_capture_flush() from the relay's loop.
+ *
+ * libpcap writes the records (pcap_dump on an fopencookie FILE whose write appends to the queue), as
+ * decided for the format; to keep that from costing a second copy of every payload byte, a frame is
+ * built directly in the queue's tail, 16 bytes past the current end (where pcap_dump will put the
+ * record header): when the cookie is then asked to append the frame, the bytes are already in place
+ * and the append only moves the tail.  The cookie's write stays a general append (memmove), so
+ * whatever way stdio hands the bytes over, the result is the same; the stream is unbuffered and
+ * flushed after each record, so stdio never holds bytes across two records.  Payload bytes are thus
+ * copied once (into the frame, checksummed in the same pass, frame.c), then written by the kernel.
+ *
+ * Bound.  A data frame that would take the queue past buffer_bytes is dropped whole and counted (per
+ * flow and direction, and in the stats); a DROP metadata frame reports the count before the next data
+ * frame of that flow and direction that fits.  Control frames (handshake, FIN, RST, bare ACK) and
+ * metadata may use a reserve above the bound, so a flood of data cannot hide how connections begin
+ * and end.  In lossless mode nothing is dropped: the queue may exceed the bound by what the relay has
+ * already read, and uds_capture_full() asks the relay to stop reading until the reader catches up.
+ *
+ * Filters.  The client filters decide once per connection, at open (flow->captured).  The libpcap
+ * filter runs on every traffic frame (pcap_offline_filter on the dead handle's program); metadata
+ * frames of captured connections always pass, as they are not traffic.  With a filter set, frames are
+ * built whole (a filter may read any byte) and only then cut to the snap length; a frame that does
+ * not fit the queue is built in a scratch buffer first so that a frame the filter rejects is counted
+ * as filtered, not dropped.  A datagram is filtered as a whole, on its first frame (seen by the filter
+ * as plain UDP even when it is written as UDP-Lite fragments).
+ *
+ * Errors.  A write error other than EAGAIN (EPIPE: the reader went away) is sticky: the queue is
+ * released, later events are ignored and every flush reports the error.
+ */
+#include "capture.h"
+
+#include "config.h"
+#include "frame.h"
+#include "log.h"
+#include "textview.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pcap/pcap.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define DEFAULT_BUFFER (4u * 1024 * 1024)
+#define CHUNK_SIZE (512u * 1024)
+#define MAX_SPARE_CHUNKS 4           /* kept warm: no malloc/page faults per chunk in steady state */
+#define PCAP_SNAPLEN 262144          /* Wireshark's largest; every frame is at most UDS_FRAME_MAX */
+#define REC_HDR 16                   /* pcap record header */
+#define ACK_EVERY (512u * 1024)      /* unacknowledged bytes before the other side sends a bare ACK */
+#define DROP_NOTE_LEN 96             /* room for a DROP metadata record */
+#define TEXT_MAX_DIVISOR 8           /* the text view shows at most buffer/8 bytes of one event */
+
+G_STATIC_ASSERT(UDS_FRAME_MAX <= PCAP_SNAPLEN);
+
+typedef struct Chunk {
+  struct Chunk *next;
+  gsize size, head, tail;   /* bytes [head, tail) are queued */
+  guint8 data[];
+} Chunk;
+
+typedef enum { REC_DATA, REC_CONTROL } RecKind;
+
+struct UdsCapture {
+  int fd;
+  int fd_flags;             /* to put back on free: stdout may be shared with a shell */
+  UdsCaptureFormat format;
+  char *path;
+  int sock_type;
+  char *proto_name;
+  guint32 server_ip;
+  guint16 hash, server_port;
+  guint32 n_start, last_id;
+  gsize snap;               /* payload bytes kept per frame */
+  gsize bound, reserve;
+  gboolean lossless, hex;
+  guint64 max_frames, data_frames;
+  pid_t only_pid;
+  char *only_comm;
+  gint64 only_uid;
+
+  pcap_t *pcap;             /* dead handle: the link type for the dumper and the filter */
+  pcap_dumper_t *dumper;    /* NULL in the text view */
+  gboolean have_filter;
+  struct bpf_program prog;
+
+  Chunk *first, *last, *spare;
+  guint nspare;
+  gsize queued;
+  int err;                  /* sticky write error */
+
+  UdsCaptureStats stats;
+  guint8 *scratch;          /* UDS_FRAME_MAX bytes: metadata frames, frames built only to be filtered */
+  GHashTable *who;          /* text view: conn id -> "comm[pid]" */
+  GString *text;
+};
+
+/* ---- the queue ---- */
+
+static Chunk *chunk_get(UdsCapture *cap, gsize need)
+{
+  Chunk *c;
+  if (need <= CHUNK_SIZE && cap->spare) {
+    c = cap->spare;
+    cap->spare = c->next;
+    cap->nspare--;
+  } else {
+    gsize size = MAX(need, CHUNK_SIZE);
+    c = g_malloc(sizeof *c + size);
+    c->size = size;
+  }
+  c->next = NULL;
+  c->head = c->tail = 0;
+  return c;
+}
+
+static void chunk_put(UdsCapture *cap, Chunk *c)
+{
+  if (c->size == CHUNK_SIZE && cap->nspare < MAX_SPARE_CHUNKS) {
+    c->next = cap->spare;
+    cap->spare = c;
+    cap->nspare++;
+  } else {
+    g_free(c);
+  }
+}
+
+/* Contiguous room for n bytes at the tail; returns where they go.  Nothing is queued yet. */
+static guint8 *q_reserve(UdsCapture *cap, gsize n)
+{
+  Chunk *l = cap->last;
+  if (l && l->size - l->tail >= n)
+    return l->data + l->tail;
+  Chunk *c = chunk_get(cap, n);
+  if (l)
+    l->next = c;
+  else
+    cap->first = c;
+  cap->last = c;
+  return c->data;
+}
+
+/* Appends n bytes; free when they already sit at the tail (a frame built by frame_slot). */
+static void q_append(UdsCapture *cap, const void *buf, gsize n)
+{
+  Chunk *l = cap->last;
+  if (!(l && (const guint8 *)buf == l->data + l->tail && l->size - l->tail >= n)) {
+    guint8 *p = q_reserve(cap, n);
+    memmove(p, buf, n);
+  }
+  cap->last->tail += n;
+  cap->queued += n;
+}
+
+static void q_consume(UdsCapture *cap, gsize n)
+{
+  while (cap->first) {
+    Chunk *c = cap->first;
+    gsize k = MIN(n, c->tail - c->head);
+    c->head += k;
+    cap->queued -= k;
+    n -= k;
+    if (c->head < c->tail)
+      break;
+    if (c == cap->last) {
+      c->head = c->tail = 0;   /* empty: reuse in place */
+      break;
+    }
+    cap->first = c->next;
+    chunk_put(cap, c);
+  }
+}
+
+static void q_clear(UdsCapture *cap)
+{
+  while (cap->first) {
+    Chunk *c = cap->first;
+    cap->first = c->next;
+    g_free(c);
+  }
+  while (cap->spare) {
+    Chunk *c = cap->spare;
+    cap->spare = c->next;
+    g_free(c);
+  }
+  cap->last = NULL;
+  cap->nspare = 0;
+  cap->queued = 0;
+}
+
+/* stdio's side of the queue: libpcap writes records here. */
+static ssize_t cookie_write(void *cookie, const char *buf, size_t n)
+{
+  q_append(cookie, buf, n);
+  return (ssize_t)n;
+}
+
+static int cookie_close(void *cookie)
+{
+  return 0;   /* the fd is the capture's, closed in uds_capture_free */
+}
+
+/* ---- records ---- */
+
+static gboolean usable(UdsCapture *cap)
+{
+  return cap->err == 0 && !uds_capture_done(cap);
+}
+
+static gboolean room_for(UdsCapture *cap, gsize n, RecKind kind)
+{
+  if (cap->lossless)
+    return TRUE;
+  return cap->queued + n <= cap->bound + (kind == REC_CONTROL ? cap->reserve : 0);
+}
+
+/* Where to build a frame of up to len bytes so that committing it copies nothing. */
+static guint8 *frame_slot(UdsCapture *cap, gsize len)
+{
+  return q_reserve(cap, REC_HDR + len) + REC_HDR;
+}
+
+static void commit(UdsCapture *cap, const guint8 *frame, gsize caplen, gsize wire_len, const struct timespec *ts)
+{
+  struct pcap_pkthdr h = { .caplen = (bpf_u_int32)caplen, .len = (bpf_u_int32)wire_len };
+  h.ts.tv_sec = ts->tv_sec;
+  h.ts.tv_usec = ts->tv_nsec;   /* nanosecond-precision dumper: this field carries nanoseconds */
+  pcap_dump((u_char *)cap->dumper, &h, frame);
+  pcap_dump_flush(cap->dumper);
+  cap->stats.frames++;
+}
+
+static gboolean filter_pass(UdsCapture *cap, const guint8 *frame, gsize caplen, gsize wire_len)
+{
+  if (!cap->have_filter)
+    return TRUE;
+  struct pcap_pkthdr h = { .caplen = (bpf_u_int32)caplen, .len = (bpf_u_int32)wire_len };
+  return pcap_offline_filter(&cap->prog, &h, frame) != 0;
+}
+
+static void flow_ends(const UdsFlow *f, int from, UdsFrameEnds *e)
+{
+  if (from == UDS_DIR_C2S) {
+    *e = (UdsFrameEnds){ f->client_ip, f->server_ip, f->client_port, f->server_port };
+  } else {
+    *e = (UdsFrameEnds){ f->server_ip, f->client_ip, f->server_port, f->client_port };
+  }
+}
+
+/* ---- metadata frames ---- */
+
+static void meta_begin(UdsCapture *cap, UdsMetaWriter *w, const UdsFlow *f, guint8 type, guint8 dir)
+{
+  UdsMetaHeader h = { .type = type, .dir = dir };
+  guint8 cmac[6], smac[6];
+  uds_frame_mac(cap->server_ip, smac);
+  if (f) {
+    h.conn_id = f->id;
+    h.client_ip = f->client_ip;
+    h.server_ip = f->server_ip;
+    h.client_port = f->client_port;
+    h.server_port = f->server_port;
+    uds_frame_mac(f->client_ip, cmac);
+  } else {
+    memcpy(cmac, smac, 6);
+  }
+  if (dir == UDS_DIR_S2C)
+    uds_meta_begin(w, cap->scratch, UDS_FRAME_MAX, cmac, smac, &h);
+  else
+    uds_meta_begin(w, cap->scratch, UDS_FRAME_MAX, smac, cmac, &h);
+}
+
+/* Metadata is not traffic: never filtered, dropped only past the reserve. */
+static gboolean meta_emit(UdsCapture *cap, UdsMetaWriter *w, const struct timespec *ts)
+{
+  if (w->overflow)
+    uds_debug("capture: metadata frame too long, some fields left out");
+  if (!room_for(cap, REC_HDR + w->len, REC_CONTROL)) {
+    cap->stats.dropped_frames++;
+    return FALSE;
+  }
+  commit(cap, w->buf, w->len, w->len, ts);
+  return TRUE;
+}
+
+static void meta_common(UdsCapture *cap, UdsMetaWriter *w)
+{
+  uds_meta_tlv(w, UDS_TLV_PATH, cap->path, strlen(cap->path));
+  uds_meta_u8(w, UDS_TLV_SOCK_TYPE, (guint8)cap->sock_type);
+  uds_meta_str(w, UDS_TLV_PROTO, cap->proto_name);
+}
+
+/* Reports the bytes of flow/dir lost since the last report, before the frame that follows them. */
+static gboolean note_drop(UdsCapture *cap, UdsFlow *flow, int dir, const struct timespec *ts)
+{
+  if (flow->dropped[dir] == 0)
+    return TRUE;
+  if (cap->format == UDS_FORMAT_TEXT) {
+    const char *who = g_hash_table_lookup(cap->who, GUINT_TO_POINTER(flow->id));
+    g_string_truncate(cap->text, 0);
+    uds_text_event(cap->text, ts, flow->id, who ? who : "?", (UdsTextDir)dir, cap->path,
+                   "lost %" G_GUINT64_FORMAT " bytes (capture buffer full)", flow->dropped[dir]);
+    if (!room_for(cap, cap->text->len, REC_CONTROL))
+      return FALSE;
+    q_append(cap, cap->text->str, cap->text->len);
+    cap->stats.frames++;
+  } else {
+    UdsMetaWriter w;
+    meta_begin(cap, &w, flow, UDS_META_DROP, (guint8)dir);
+    uds_meta_u64(&w, UDS_TLV_DROPPED_BYTES, flow->dropped[dir]);
+    if (!meta_emit(cap, &w, ts))
+      return FALSE;
+  }
+  flow->dropped[dir] = 0;
+  return TRUE;
+}
+
+static void count_drop(UdsCapture *cap, UdsFlow *flow, int dir, gsize bytes)
+{
+  flow->dropped[dir] += bytes;
+  cap->stats.dropped_frames++;
+  cap->stats.dropped_bytes += bytes;
+}
+
+/* ---- TCP ---- */
+
+static void tcp_control(UdsCapture *cap, UdsFlow *flow, int from, guint8 flags, gboolean syn_options,
+                        const struct timespec *ts)
+{
+  UdsTcpFields t = {
+    .seq = flow->seq[from],
+    .ack = (flags & UDS_TCP_ACK) ? flow->seq[!from] : 0,
+    .flags = flags,
+    .window = UDS_FRAME_TCP_WINDOW,
+    .syn_options = syn_options,
+  };
+  gsize hl = uds_frame_tcp_header_len(&t);
+  if (!room_for(cap, REC_HDR + hl, REC_CONTROL)) {
+    cap->stats.dropped_frames++;
+    return;
+  }
+  UdsFrameEnds e;
+  flow_ends(flow, from, &e);
+  guint8 *f = frame_slot(cap, hl);
+  gsize wire;
+  gsize caplen = uds_frame_tcp(f, &e, flow->ip_id++, &t, NULL, 0, 0, &wire);
+  if (!filter_pass(cap, f, caplen, wire)) {
+    cap->stats.filtered_frames++;
+    return;
+  }
+  commit(cap, f, caplen, wire, ts);
+}
+
+static void tcp_segment(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *p, gsize n, gboolean psh,
+                        const struct timespec *ts)
+{
+  UdsTcpFields t = {
+    .seq = flow->seq[dir],
+    .ack = flow->seq[!dir],
+    .flags = UDS_TCP_ACK | (psh ? UDS_TCP_PSH : 0),
+    .window = UDS_FRAME_TCP_WINDOW,
+  };
+  /* The stream's numbers move with the real bytes, whatever becomes of this frame. */
+  flow->seq[dir] += (guint32)n;
+  flow->unacked[dir] += n;
+  flow->unacked[!dir] = 0;
+  if (!usable(cap))
+    return;
+
+  const gsize hl = UDS_FRAME_ETH_LEN + UDS_FRAME_IP_LEN + UDS_FRAME_TCP_LEN;
+  gsize keep = MIN(n, cap->snap);
+  gsize build = cap->have_filter ? n : keep;
+  gboolean fits = room_for(cap, REC_HDR + hl + keep + (flow->dropped[dir] ? DROP_NOTE_LEN : 0), REC_DATA);
+  if (!fits && !cap->have_filter) {
+    count_drop(cap, flow, dir, n);
+    return;
+  }
+  if (fits && !note_drop(cap, flow, dir, ts)) {
+    count_drop(cap, flow, dir, n);
+    return;
+  }
+  UdsFrameEnds e;
+  flow_ends(flow, dir, &e);
+  guint8 *f = fits ? frame_slot(cap, hl + build) : cap->scratch;
+  gsize wire;
+  gsize built = uds_frame_tcp(f, &e, flow->ip_id++, &t, p, n, build, &wire);
+  if (!filter_pass(cap, f, built, wire)) {
+    cap->stats.filtered_frames++;
+    return;
+  }
+  if (!fits) {
+    count_drop(cap, flow, dir, n);
+    return;
+  }
+  commit(cap, f, hl + keep, wire, ts);
+  cap->stats.bytes += n;
+  cap->data_frames++;
+}
+
+/* ---- datagrams ---- */
+
+static void dgram_message(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *p, gsize n, const struct timespec *ts)
+{
+  UdsFrameEnds e;
+  flow_ends(flow, dir, &e);
+  guint nf = uds_frame_dgram_count(n);
+  gsize keep[2], build[2], rec = 0;
+  for (guint i = 0; i < nf; i++) {
+    gsize off, span, hl = uds_frame_dgram_header_len(n, i);
+    uds_frame_dgram_span(n, i, &off, &span);
+    gsize most = UDS_FRAME_MAX - hl;   /* only past UDS_FRAME_DGRAM_MAX */
+    keep[i] = MIN(MIN(span, cap->snap), most);
+    build[i] = cap->have_filter ? MIN(span, most) : keep[i];
+    rec += REC_HDR + hl + keep[i];
+  }
+  gboolean fits = room_for(cap, rec + (flow->dropped[dir] ? DROP_NOTE_LEN : 0), REC_DATA);
+  if (!fits && !cap->have_filter) {
+    count_drop(cap, flow, dir, n);
+    return;
+  }
+  if (fits && !note_drop(cap, flow, dir, ts)) {
+    count_drop(cap, flow, dir, n);
+    return;
+  }
+  guint16 ip_id = flow->ip_id++;
+  for (guint i = 0; i < nf; i++) {
+    gsize hl = uds_frame_dgram_header_len(n, i);
+    guint8 *f = fits ? frame_slot(cap, hl + build[i]) : cap->scratch;
+    gsize wire;
+    gsize built = uds_frame_dgram(f, &e, ip_id, i, p, n, build[i], &wire);
+    if (i == 0 && cap->have_filter) {
+      /* The filter sees the message as one plain UDP datagram. */
+      guint8 *proto = f + UDS_FRAME_ETH_LEN + 9;
+      guint8 saved = *proto;
+      *proto = UDS_FRAME_PROTO_UDP;
+      gboolean pass = filter_pass(cap, f, built, wire);
+      *proto = saved;
+      if (!pass) {
+        cap->stats.filtered_frames++;
+        return;
+      }
+      if (!fits) {
+        count_drop(cap, flow, dir, n);
+        return;
+      }
+    }
+    commit(cap, f, hl + keep[i], wire, ts);
+  }
+  cap->stats.bytes += n;
+  cap->data_frames++;
+}
+
+/* ---- the text view ---- */
+
+static const char *text_who(UdsCapture *cap, const UdsFlow *flow)
+{
+  const char *who = g_hash_table_lookup(cap->who, GUINT_TO_POINTER(flow->id));
+  return who ? who : "?";
+}
+
+static gboolean text_emit(UdsCapture *cap, RecKind kind)
+{
+  if (!room_for(cap, cap->text->len, kind)) {
+    cap->stats.dropped_frames++;
+    return FALSE;
+  }
+  q_append(cap, cap->text->str, cap->text->len);
+  cap->stats.frames++;
+  return TRUE;
+}
+
+/* The text view filters an event on the frame its first bytes would make. */
+static gboolean text_filter(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *p, gsize n, gboolean dgram)
+{
+  if (!cap->have_filter)
+    return TRUE;
+  UdsFrameEnds e;
+  flow_ends(flow, dir, &e);
+  gsize wire, built;
+  if (dgram) {
+    built = uds_frame_dgram(cap->scratch, &e, flow->ip_id, 0, p, n, UDS_FRAME_MAX, &wire);
+    cap->scratch[UDS_FRAME_ETH_LEN + 9] = UDS_FRAME_PROTO_UDP;
+  } else {
+    UdsTcpFields t = { .seq = flow->seq[dir], .ack = flow->seq[!dir], .flags = UDS_TCP_ACK | UDS_TCP_PSH,
+                       .window = UDS_FRAME_TCP_WINDOW };
+    gsize seg = MIN(n, (gsize)UDS_FRAME_TCP_MSS);
+    built = uds_frame_tcp(cap->scratch, &e, flow->ip_id, &t, p, seg, seg, &wire);
+  }
+  return filter_pass(cap, cap->scratch, built, wire);
+}
+
+static void text_data(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *p, gsize n, gboolean dgram,
+                      const struct timespec *ts)
+{
+  if (!text_filter(cap, flow, dir, p, n, dgram)) {
+    cap->stats.filtered_frames++;
+    return;
+  }
+  gsize shown = MIN(n, cap->snap);
+  shown = MIN(shown, MAX(cap->bound / TEXT_MAX_DIVISOR, 4096));
+  gboolean binary = cap->hex || uds_text_is_binary(p, shown);
+  GString *t = cap->text;
+  g_string_truncate(t, 0);
+  /* The loss report goes out only together with the event it precedes. */
+  if (flow->dropped[dir])
+    uds_text_event(t, ts, flow->id, text_who(cap, flow), (UdsTextDir)dir, cap->path,
+                   "lost %" G_GUINT64_FORMAT " bytes (capture buffer full)", flow->dropped[dir]);
+  uds_text_event(t, ts, flow->id, text_who(cap, flow), (UdsTextDir)dir, cap->path, "%" G_GSIZE_FORMAT " bytes%s%s",
+                 n, dgram ? " (message)" : "", binary && !cap->hex ? " (binary)" : "");
+  uds_text_payload(t, p, shown, binary);
+  if (shown < n)
+    g_string_append_printf(t, "... %" G_GSIZE_FORMAT " more bytes not shown\n", n - shown);
+  if (!room_for(cap, t->len, REC_DATA)) {
+    count_drop(cap, flow, dir, n);
+    return;
+  }
+  q_append(cap, t->str, t->len);
+  flow->dropped[dir] = 0;
+  cap->stats.frames++;
+  cap->stats.bytes += n;
+  cap->data_frames++;
+}
+
+static void text_line(UdsCapture *cap, const UdsFlow *flow, UdsTextDir dir, const struct timespec *ts,
+                      const char *fmt, ...) G_GNUC_PRINTF(5, 6);
+
+static void text_line(UdsCapture *cap, const UdsFlow *flow, UdsTextDir dir, const struct timespec *ts,
+                      const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *what = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  g_string_truncate(cap->text, 0);
+  uds_text_event(cap->text, ts, flow ? flow->id : 0, flow ? text_who(cap, flow) : NULL, dir, cap->path, "%s", what);
+  text_emit(cap, REC_CONTROL);
+}
+
+/* ---- public ---- */
+
+char *uds_capture_check_filter(const char *filter)
+{
+  if (!filter || !*filter)
+    return NULL;
+  pcap_t *p = pcap_open_dead_with_tstamp_precision(DLT_EN10MB, PCAP_SNAPLEN, PCAP_TSTAMP_PRECISION_NANO);
+  if (!p)
+    return g_strdup("cannot set up libpcap");
+  struct bpf_program prog;
+  char *msg = NULL;
+  if (pcap_compile(p, &prog, filter, 1, PCAP_NETMASK_UNKNOWN) < 0)
+    msg = g_strdup(pcap_geterr(p));
+  else
+    pcap_freecode(&prog);
+  pcap_close(p);
+  return msg;
+}
+
+static const char *sock_type_name(int t)
+{
+  return t == SOCK_STREAM ? "stream" : t == SOCK_DGRAM ? "datagram" : t == SOCK_SEQPACKET ? "seqpacket" : "socket";
+}
+
+UdsCapture *uds_capture_new(int fd, const UdsCaptureOptions *opt, GError **error)
+{
+  g_autoptr(UdsCapture) cap = g_new0(UdsCapture, 1);
+  cap->fd = -1;   /* taken only on success */
+  cap->format = opt->format;
+  cap->path = g_strdup(opt->path ? opt->path : "");
+  cap->sock_type = opt->sock_type ? opt->sock_type : SOCK_STREAM;
+  const UdsProto *proto = opt->proto ? opt->proto : uds_proto_guess(cap->path);
+  cap->proto_name = g_strdup(proto->name);
+  cap->server_port = proto->port;
+  cap->hash = uds_frame_path_hash(cap->path, strlen(cap->path));
+  cap->server_ip = uds_frame_server_ip(cap->hash);
+  cap->n_start = (guint32)g_random_int_range(0, 64000 * 253);
+  cap->snap = opt->snaplen ? opt->snaplen : G_MAXSIZE;
+  cap->bound = opt->buffer_bytes ? opt->buffer_bytes : DEFAULT_BUFFER;
+  cap->reserve = MAX(cap->bound / 8, 64 * 1024);
+  cap->lossless = opt->lossless;
+  cap->hex = opt->hex;
+  cap->max_frames = opt->max_frames;
+  cap->only_pid = opt->only_pid;
+  cap->only_comm = opt->only_comm && *opt->only_comm ? g_strdup(opt->only_comm) : NULL;
+  cap->only_uid = opt->only_uid;
+
+  cap->pcap = pcap_open_dead_with_tstamp_precision(DLT_EN10MB, PCAP_SNAPLEN, PCAP_TSTAMP_PRECISION_NANO);
+  if (!cap->pcap) {
+    g_set_error(error, UDS_ERROR, UDS_ERROR_FAILED, "cannot set up libpcap");
+    return NULL;
+  }
+  if (opt->filter && *opt->filter) {
+    if (pcap_compile(cap->pcap, &cap->prog, opt->filter, 1, PCAP_NETMASK_UNKNOWN) < 0) {
+      g_set_error(error, UDS_ERROR, UDS_ERROR_INVALID, "invalid capture filter \"%s\": %s", opt->filter,
+                  pcap_geterr(cap->pcap));
+      return NULL;
+    }
+    cap->have_filter = TRUE;
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) {
+    g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "capture output: %s", g_strerror(errno));
+    return NULL;
+  }
+  cap->scratch = g_malloc(UDS_FRAME_MAX);
+  cap->who = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
+  cap->text = g_string_sized_new(4096);
+
+  if (cap->format == UDS_FORMAT_PCAP) {
+    FILE *f = fopencookie(cap, "w", (cookie_io_functions_t){ .write = cookie_write, .close = cookie_close });
+    if (!f) {
+      g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "capture output: %s", g_strerror(errno));
+      return NULL;
+    }
+    setvbuf(f, NULL, _IONBF, 0);   /* records reach the queue at once (see the top of this file) */
+    cap->dumper = pcap_dump_fopen(cap->pcap, f);
+    if (!cap->dumper) {
+      g_set_error(error, UDS_ERROR, UDS_ERROR_FAILED, "capture output: %s", pcap_geterr(cap->pcap));
+      fclose(f);
+      return NULL;
+    }
+    pcap_dump_flush(cap->dumper);
+  }
+
+  /* Success: from here on the fd is ours. */
+  cap->fd = fd;
+  cap->fd_flags = fl;
+  if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    uds_debug("capture output: cannot make it non-blocking: %s", g_strerror(errno));
+
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  if (cap->format == UDS_FORMAT_TEXT) {
+    text_line(cap, NULL, UDS_TEXT_NONE, &now, "capturing (%s, %s)", sock_type_name(cap->sock_type), cap->proto_name);
+  } else {
+    UdsMetaWriter w;
+    meta_begin(cap, &w, NULL, UDS_META_INFO, UDS_META_DIR_NONE);
+    uds_meta_str(&w, UDS_TLV_VERSION, UDSDUMP_VERSION);
+    uds_meta_u64(&w, UDS_TLV_CAPTURE_START, (guint64)now.tv_sec * 1000000000u + (guint64)now.tv_nsec);
+    meta_common(cap, &w);
+    meta_emit(cap, &w, &now);
+  }
+  return g_steal_pointer(&cap);
+}
+
+void uds_capture_free(UdsCapture *cap)
+{
+  if (!cap)
+    return;
+  if (cap->dumper)
+    pcap_dump_close(cap->dumper);
+  if (cap->have_filter)
+    pcap_freecode(&cap->prog);
+  if (cap->pcap)
+    pcap_close(cap->pcap);
+  q_clear(cap);
+  if (cap->fd >= 0) {
+    fcntl(cap->fd, F_SETFL, cap->fd_flags);
+    close(cap->fd);
+  }
+  g_clear_pointer(&cap->who, g_hash_table_destroy);
+  if (cap->text)
+    g_string_free(cap->text, TRUE);
+  g_free(cap->scratch);
+  g_free(cap->path);
+  g_free(cap->proto_name);
+  g_free(cap->only_comm);
+  g_free(cap);
+}
+
+int uds_capture_fd(UdsCapture *cap)
+{
+  return cap->fd;
+}
+
+gboolean uds_capture_wants_write(UdsCapture *cap)
+{
+  return cap->err == 0 && cap->queued > 0;
+}
+
+gboolean uds_capture_full(UdsCapture *cap)
+{
+  return cap->lossless && cap->err == 0 && cap->queued > cap->bound;
+}
+
+gboolean uds_capture_done(UdsCapture *cap)
+{
+  return cap->max_frames > 0 && cap->data_frames >= cap->max_frames;
+}
+
+int uds_capture_flush(UdsCapture *cap)
+{
+  if (cap->err) {
+    errno = cap->err;
+    return -1;
+  }
+  while (cap->queued > 0) {
+    struct iovec iov[16];
+    int n = 0;
+    gsize total = 0;
+    for (Chunk *c = cap->first; c && n < (int)G_N_ELEMENTS(iov); c = c->next) {
+      if (c->tail > c->head) {
+        iov[n].iov_base = c->data + c->head;
+        iov[n].iov_len = c->tail - c->head;
+        total += iov[n].iov_len;
+        n++;
+      }
+    }
+    ssize_t w = writev(cap->fd, iov, n);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return 0;
+      cap->err = errno;
+      q_clear(cap);
+      errno = cap->err;
+      return -1;
+    }
+    q_consume(cap, (gsize)w);
+    if ((gsize)w < total)
+      break;   /* the reader is behind: wait for writability */
+  }
+  return 0;
+}
+
+void uds_capture_finish(UdsCapture *cap, int timeout_ms)
+{
+  gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+  while (cap->err == 0 && cap->queued > 0) {
+    if (uds_capture_flush(cap) < 0 || cap->queued == 0)
+      break;
+    gint64 left = (deadline - g_get_monotonic_time()) / 1000;
+    if (left <= 0)
+      break;
+    struct pollfd pfd = { .fd = cap->fd, .events = POLLOUT };
+    int r = poll(&pfd, 1, (int)MIN(left, G_MAXINT));
+    if (r < 0 && errno != EINTR)
+      break;
+    if (r == 0)
+      break;
+  }
+  if (cap->queued > 0 && cap->err == 0)
+    uds_info("capture: the reader took too long; %" G_GSIZE_FORMAT " bytes of capture not written", cap->queued);
+}
+
+void uds_capture_stats(UdsCapture *cap, UdsCaptureStats *out)
+{
+  *out = cap->stats;
+}
+
+static gboolean client_matches(UdsCapture *cap, const UdsPeer *c)
+{
+  if (cap->only_pid > 0 && (!c || c->pid != cap->only_pid))
+    return FALSE;
+  if (cap->only_comm && (!c || strcmp(c->comm, cap->only_comm) != 0))
+    return FALSE;
+  if (cap->only_uid >= 0 && (!c || (gint64)c->uid != cap->only_uid))
+    return FALSE;
+  return TRUE;
+}
+
+void uds_capture_conn_open(UdsCapture *cap, UdsFlow *flow, const UdsConnMeta *meta, const struct timespec *ts)
+{
+  memset(flow, 0, sizeof *flow);
+  flow->id = ++cap->last_id;
+  guint32 n = cap->n_start + flow->id;
+  flow->client_ip = uds_frame_client_ip(cap->hash, n);
+  flow->client_port = uds_frame_client_port(n);
+  flow->server_ip = cap->server_ip;
+  flow->server_port = cap->server_port;
+  const UdsPeer *client = meta ? meta->client : NULL;
+  flow->captured = client_matches(cap, client);
+  if (!flow->captured)
+    return;
+  cap->stats.connections++;
+  flow->open = TRUE;
+  gboolean stream = cap->sock_type == SOCK_STREAM;
+  if (stream) {
+    flow->seq[UDS_DIR_C2S] = g_random_int();
+    flow->seq[UDS_DIR_S2C] = g_random_int();
+  }
+  if (!usable(cap))
+    return;
+
+  if (cap->format == UDS_FORMAT_TEXT) {
+    g_hash_table_replace(cap->who, GUINT_TO_POINTER(flow->id),
+                         uds_text_who(client ? client->comm : NULL, client ? client->pid : 0));
+    GString *what = g_string_new(stream ? "connected" : "first message");
+    if (client)
+      g_string_append_printf(what, " (uid %u gid %u)", (guint)client->uid, (guint)client->gid);
+    if (meta && meta->client_addr)
+      g_string_append_printf(what, " from %s", meta->client_addr);
+    if (meta && meta->server_comm && meta->server_pid > 0)
+      g_string_append_printf(what, ", server %s[%d]", meta->server_comm, (int)meta->server_pid);
+    text_line(cap, flow, UDS_TEXT_NONE, ts, "%s", what->str);
+    g_string_free(what, TRUE);
+    return;
+  }
+
+  UdsMetaWriter w;
+  meta_begin(cap, &w, flow, UDS_META_OPEN, UDS_DIR_C2S);
+  meta_common(cap, &w);
+  if (client) {
+    uds_meta_u32(&w, UDS_TLV_CLIENT_PID, (guint32)client->pid);
+    uds_meta_u32(&w, UDS_TLV_CLIENT_UID, (guint32)client->uid);
+    uds_meta_u32(&w, UDS_TLV_CLIENT_GID, (guint32)client->gid);
+    if (client->comm[0])
+      uds_meta_str(&w, UDS_TLV_CLIENT_COMM, client->comm);
+    if (client->ngroups >= 0) {
+      guint8 groups[4 * UDS_MAX_GROUPS];
+      int ng = MIN(client->ngroups, UDS_MAX_GROUPS);
+      for (int i = 0; i < ng; i++) {
+        guint32 g = (guint32)client->groups[i];
+        groups[4 * i] = g >> 24;
+        groups[4 * i + 1] = (g >> 16) & 0xff;
+        groups[4 * i + 2] = (g >> 8) & 0xff;
+        groups[4 * i + 3] = g & 0xff;
+      }
+      uds_meta_tlv(&w, UDS_TLV_CLIENT_GROUPS, groups, 4 * (gsize)ng);
+    }
+  }
+  if (meta && meta->server_pid > 0)
+    uds_meta_u32(&w, UDS_TLV_SERVER_PID, (guint32)meta->server_pid);
+  if (meta && meta->server_comm)
+    uds_meta_str(&w, UDS_TLV_SERVER_COMM, meta->server_comm);
+  if (meta && meta->client_addr)
+    uds_meta_str(&w, UDS_TLV_CLIENT_ADDR, meta->client_addr);
+  meta_emit(cap, &w, ts);
+
+  if (stream) {
+    tcp_control(cap, flow, UDS_DIR_C2S, UDS_TCP_SYN, TRUE, ts);
+    flow->seq[UDS_DIR_C2S]++;
+    tcp_control(cap, flow, UDS_DIR_S2C, UDS_TCP_SYN | UDS_TCP_ACK, TRUE, ts);
+    flow->seq[UDS_DIR_S2C]++;
+    tcp_control(cap, flow, UDS_DIR_C2S, UDS_TCP_ACK, FALSE, ts);
+  }
+}
+
+void uds_capture_conn_data(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *data, gsize len,
+                           const struct timespec *ts)
+{
+  if (!flow->captured || !flow->open || len == 0)
+    return;
+  if (cap->sock_type != SOCK_STREAM) {
+    uds_capture_message(cap, flow, dir, data, len, ts);
+    return;
+  }
+  if (cap->format == UDS_FORMAT_TEXT) {
+    if (usable(cap))
+      text_data(cap, flow, dir, data, len, FALSE, ts);
+    return;
+  }
+  if (flow->fin[dir]) {
+    return;   /* after RST: the relay closes the connection */
+  }
+  for (gsize off = 0; off < len;) {
+    gsize seg = MIN(len - off, (gsize)UDS_FRAME_TCP_MSS);
+    tcp_segment(cap, flow, dir, data + off, seg, off + seg == len, ts);
+    off += seg;
+  }
+  if (flow->unacked[dir] >= ACK_EVERY && usable(cap)) {
+    tcp_control(cap, flow, !dir, UDS_TCP_ACK, FALSE, ts);
+    flow->unacked[dir] = 0;
+  }
+}
+
+void uds_capture_message(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *data, gsize len,
+                         const struct timespec *ts)
+{
+  if (!flow->captured || !flow->open || !usable(cap))
+    return;
+  if (cap->format == UDS_FORMAT_TEXT)
+    text_data(cap, flow, dir, data, len, TRUE, ts);
+  else
+    dgram_message(cap, flow, dir, data, len, ts);
+}
+
+void uds_capture_conn_ancillary(UdsCapture *cap, UdsFlow *flow, int dir, const UdsAncillary *anc,
+                                const struct timespec *ts)
+{
+  if (!flow->captured || !flow->open || !usable(cap))
+    return;
+  if (cap->format == UDS_FORMAT_TEXT) {
+    GString *what = g_string_new(NULL);
+    if (anc->nfds > 0) {
+      g_string_append_printf(what, "passes %d descriptor%s:", anc->nfds, anc->nfds == 1 ? "" : "s");
+      for (int i = 0; i < anc->nfds; i++)
+        g_string_append_printf(what, "%s %s", i ? "," : "", anc->fd_desc && anc->fd_desc[i] ? anc->fd_desc[i] : "?");
+    }
+    if (anc->has_creds)
+      g_string_append_printf(what, "%scredentials pid %d uid %u gid %u", what->len ? "; " : "", (int)anc->pid,
+                             (guint)anc->uid, (guint)anc->gid);
+    if (anc->truncated)
+      g_string_append_printf(what, "%scontrol data truncated", what->len ? "; " : "");
+    text_line(cap, flow, (UdsTextDir)dir, ts, "%s", what->str);
+    g_string_free(what, TRUE);
+    return;
+  }
+  UdsMetaWriter w;
+  meta_begin(cap, &w, flow, UDS_META_ANCILLARY, (guint8)dir);
+  uds_meta_u32(&w, UDS_TLV_FD_COUNT, (guint32)MAX(anc->nfds, 0));
+  for (int i = 0; i < anc->nfds; i++)
+    uds_meta_str(&w, UDS_TLV_FD_DESC, anc->fd_desc && anc->fd_desc[i] ? anc->fd_desc[i] : "?");
+  if (anc->has_creds) {
+    uds_meta_u32(&w, UDS_TLV_CRED_PID, (guint32)anc->pid);
+    uds_meta_u32(&w, UDS_TLV_CRED_UID, (guint32)anc->uid);
+    uds_meta_u32(&w, UDS_TLV_CRED_GID, (guint32)anc->gid);
+  }
+  if (anc->truncated)
+    uds_meta_u8(&w, UDS_TLV_CTRUNC, 1);
+  meta_emit(cap, &w, ts);
+}
+
+void uds_capture_conn_shutdown(UdsCapture *cap, UdsFlow *flow, int dir, const struct timespec *ts)
+{
+  if (!flow->captured || !flow->open || flow->fin[dir])
+    return;
+  flow->fin[dir] = TRUE;
+  if (!usable(cap))
+    return;
+  if (cap->format == UDS_FORMAT_TEXT) {
+    text_line(cap, flow, (UdsTextDir)dir, ts, "end of data");
+    return;
+  }
+  if (cap->sock_type != SOCK_STREAM)
+    return;
+  tcp_control(cap, flow, dir, UDS_TCP_FIN | UDS_TCP_ACK, FALSE, ts);
+  flow->seq[dir]++;
+  tcp_control(cap, flow, !dir, UDS_TCP_ACK, FALSE, ts);
+  flow->unacked[dir] = 0;
+}
+
+void uds_capture_conn_reset(UdsCapture *cap, UdsFlow *flow, int dir, const struct timespec *ts)
+{
+  if (!flow->captured || !flow->open)
+    return;
+  gboolean already = flow->fin[0] && flow->fin[1];
+  flow->fin[0] = flow->fin[1] = TRUE;   /* nothing follows a reset */
+  if (!usable(cap) || already)
+    return;
+  if (cap->format == UDS_FORMAT_TEXT) {
+    text_line(cap, flow, (UdsTextDir)dir, ts, "reset");
+    return;
+  }
+  if (cap->sock_type == SOCK_STREAM)
+    tcp_control(cap, flow, dir, UDS_TCP_RST | UDS_TCP_ACK, FALSE, ts);
+}
+
+void uds_capture_conn_close(UdsCapture *cap, UdsFlow *flow, const struct timespec *ts)
+{
+  if (!flow->captured || !flow->open)
+    return;
+  flow->open = FALSE;
+  if (usable(cap)) {
+    if (cap->format == UDS_FORMAT_TEXT) {
+      text_line(cap, flow, UDS_TEXT_NONE, ts, "closed");
+    } else {
+      UdsMetaWriter w;
+      meta_begin(cap, &w, flow, UDS_META_CLOSE, UDS_META_DIR_NONE);
+      meta_emit(cap, &w, ts);
+    }
+  }
+  g_hash_table_remove(cap->who, GUINT_TO_POINTER(flow->id));
+}
