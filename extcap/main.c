@@ -33,10 +33,19 @@ static void release_fifo(const UdsOptions *o)
   if (!o->from_wireshark || !o->fifo || strcmp(o->fifo, "-") == 0)
     return;
   struct stat st;
-  if (stat(o->fifo, &st) == 0 && S_ISFIFO(st.st_mode)) {
+  if (stat(o->fifo, &st) != 0 || !S_ISFIFO(st.st_mode))
+    return;
+  /* dumpcap may not have opened its end yet (ENXIO for a non-blocking writer): give it a few seconds
+   * rather than block forever if nobody ever will. */
+  for (int i = 0; i < 100; i++) {
     int fd = open(o->fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd >= 0)
+    if (fd >= 0) {
       close(fd);
+      return;
+    }
+    if (errno != ENXIO)
+      return;
+    g_usleep(50 * 1000);
   }
 }
 
@@ -198,6 +207,7 @@ static int capture(const UdsOptions *o)
     .only_comm = o->only_comm,
     .only_uid = o->only_uid,
     .max_frames = (guint64)o->count,
+    .hex = o->hex,
   };
   cap = uds_capture_new(out_fd, &copts, &err);
   out_fd = -1;  /* the capture owns it now, even on failure */

@@ -43,6 +43,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,7 @@
 #define RELAY_TICK_MS 20              /* retry timer: paused accept, upstream backlog full */
 #define RELAY_CONNECT_RETRIES 250     /* x RELAY_TICK_MS: give up on a full upstream backlog after 5 s */
 #define DGRAM_MAX (256 * 1024)
+#define DGRAM_WAIT_MS 1000              /* a full datagram receiver: how long we wait before dropping */
 
 typedef struct Conn Conn;
 typedef struct Relay Relay;
@@ -157,7 +159,9 @@ static void close_fds(int *fds, int n)
       close(fds[i]);
 }
 
-/* What a passed descriptor is, for the capture: "file /etc/hosts", "socket", "pipe", "memfd:x". */
+/* What a passed descriptor is, for the capture: "file /etc/hosts", "socket [123] unix stream",
+ * "pipe [456]", "memfd:x", "directory /tmp".  Descriptors are identified by what the kernel shows in
+ * /proc, never by reading them: the relay must not consume a pipe's bytes or move a file's offset. */
 static char *describe_fd(int fd)
 {
   char link[PATH_MAX], proc[64];
@@ -166,8 +170,18 @@ static char *describe_fd(int fd)
   if (n < 0)
     return g_strdup("unknown");
   link[n] = '\0';
-  if (g_str_has_prefix(link, "socket:"))
-    return g_strdup_printf("socket %s", link + 7);
+  if (g_str_has_prefix(link, "socket:")) {
+    int domain = 0, type = 0;
+    socklen_t len = sizeof domain;
+    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len);
+    len = sizeof type;
+    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len);
+    const char *d = domain == AF_UNIX ? "unix" : domain == AF_INET ? "inet" : domain == AF_INET6 ? "inet6" :
+                    domain == AF_NETLINK ? "netlink" : "other";
+    const char *t = type == SOCK_STREAM ? "stream" : type == SOCK_DGRAM ? "dgram" :
+                    type == SOCK_SEQPACKET ? "seqpacket" : type == SOCK_RAW ? "raw" : "other";
+    return g_strdup_printf("socket %s %s %s", link + 7, d, t);
+  }
   if (g_str_has_prefix(link, "pipe:"))
     return g_strdup_printf("pipe %s", link + 5);
   if (g_str_has_prefix(link, "/memfd:"))
@@ -182,8 +196,30 @@ static char *describe_fd(int fd)
 
 /* ---- identity ---- */
 
+/* Unprivileged, we can only connect as ourselves.  That is faithful enough - never more than the
+ * client had - when the client has our uid and gid and at least our supplementary groups: the server
+ * then sees a subset of the client's rights (our groups), never a superset. */
+static gboolean identity_covers(const UdsPeer *client, const UdsPeer *self)
+{
+  if (client->uid != self->uid || client->gid != self->gid || client->ngroups < 0 || self->ngroups < 0)
+    return FALSE;
+  for (int i = 0; i < self->ngroups; i++) {
+    gboolean found = self->groups[i] == client->gid;
+    for (int j = 0; j < client->ngroups && !found; j++)
+      found = client->groups[j] == self->groups[i];
+    if (!found)
+      return FALSE;
+  }
+  return TRUE;
+}
+
 /* Connects a new socket of the relay's type to the real server, as `who`.  Returns the fd, or -1
- * with errno (EAGAIN: the server's backlog is full, try again). */
+ * with errno (EAGAIN: the server's backlog is full, try again; EPERM: we may not speak as `who`).
+ * The kernel checks the socket file's (and its folders') permissions at connect time with the
+ * caller's fsuid, fsgid and groups, and records the euid, egid and groups as the server's
+ * SO_PEERCRED / SO_PEERGROUPS: so as root we take the client's ids for the connect() only.
+ * Datagram sockets are returned unbound and without SO_PASSCRED (which would autobind them):
+ * dgram_flow_get decides, per sender, whether the server must be able to answer. */
 static int connect_upstream(Relay *r, const UdsPeer *who)
 {
   const char *path = r->upstream;
@@ -193,20 +229,30 @@ static int connect_upstream(Relay *r, const UdsPeer *who)
     return -1;
   }
   strcpy(sa.sun_path, path);
-  int fd = socket(AF_UNIX, r->cfg->sock_type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return -1;
-  /* Learn the credentials the server side attaches, so they can be forwarded (see header comment). */
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one);
 
-  gboolean switch_id = who && !uds_peer_same_identity(who, &r->self);
-  if (switch_id) {
-    if (!r->privileged) {
-      close(fd);
+  gboolean switch_id = FALSE;
+  if (who && !uds_peer_same_identity(who, &r->self)) {
+    if (who->ngroups < 0) {
+      /* More supplementary groups than SO_PEERGROUPS could tell us: a truncated list could be
+       * another identity, so refuse rather than guess. */
+      uds_warn("client pid %d (uid %u) has more than %d supplementary groups: refused", (int)who->pid,
+               (unsigned)who->uid, UDS_MAX_GROUPS);
       errno = EPERM;
       return -1;
     }
+    if (!r->privileged) {
+      if (!identity_covers(who, &r->self)) {
+        errno = EPERM;
+        return -1;
+      }
+    } else {
+      switch_id = TRUE;
+    }
+  }
+  int fd = socket(AF_UNIX, r->cfg->sock_type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -1;
+  if (switch_id) {
     /* Order matters: groups and gid while still root, uid last; back in reverse. */
     if (setgroups(who->ngroups, who->groups) < 0 || setegid(who->gid) < 0 || seteuid(who->uid) < 0) {
       int e = errno;
@@ -229,6 +275,13 @@ static int connect_upstream(Relay *r, const UdsPeer *who)
     close(fd);
     errno = e;
     return -1;
+  }
+  /* After connect(), not before: SO_PASSCRED on an unbound socket makes connect() autobind it, and the
+   * server would see an abstract address where a plain client shows none.  From here on the kernel
+   * attaches the server's credentials to what it sends us, so they can be forwarded. */
+  if (r->cfg->sock_type != SOCK_DGRAM) {
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one);
   }
   return fd;
 }
@@ -312,16 +365,17 @@ static gboolean conn_finished(Conn *c)
          !c->client.shut_pending && !c->server.shut_pending;
 }
 
-/* Sends data (with ancillary data) to h's socket.  Returns bytes sent, or -1 with errno. */
-static ssize_t half_send(Relay *r, Half *h, const guint8 *data, gsize len, const int *fds, int nfds,
-                         const struct ucred *creds)
+/* sendmsg() with descriptors and credentials attached to the first byte, to fd's peer or (to != NULL)
+ * to an address.  Returns bytes sent, or -1 with errno. */
+static ssize_t send_ancillary(int fd, const struct sockaddr_un *to, socklen_t tolen, const guint8 *data, gsize len,
+                              const int *fds, int nfds, const struct ucred *creds, int flags)
 {
   struct iovec iov = { .iov_base = (void *)data, .iov_len = len };
   union {
     char buf[CMSG_SPACE(sizeof(int) * RELAY_MAX_FDS_PER_MSG) + CMSG_SPACE(sizeof(struct ucred))];
     struct cmsghdr align;
   } u;
-  struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+  struct msghdr msg = { .msg_name = (void *)to, .msg_namelen = to ? tolen : 0, .msg_iov = &iov, .msg_iovlen = 1 };
   gsize clen = 0;
   if (nfds > 0 || creds) {
     memset(u.buf, 0, sizeof u.buf);
@@ -347,27 +401,40 @@ static ssize_t half_send(Relay *r, Half *h, const guint8 *data, gsize len, const
   }
   ssize_t n;
   do
-    n = sendmsg(h->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    n = sendmsg(fd, &msg, flags | MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
   if (n < 0 && creds && (errno == ESRCH || errno == EPERM)) {
-    /* The credentials' process has exited (ESRCH), or we may not speak for it: send what the kernel
-     * allows, our own pid with the same uid/gid when permitted, else nothing explicit. */
+    /* ESRCH: the process the credentials name has exited (a client that sent and quit; common with
+     * datagrams).  Its uid and gid still stand, with our pid, which is what the kernel would have said
+     * had we sent nothing.  EPERM: we may not speak for it at all (a user namespace without
+     * CAP_SYS_ADMIN over the pid namespace): send nothing explicit, the kernel attaches ours. */
     struct ucred mine = { .pid = getpid(), .uid = creds->uid, .gid = creds->gid };
-    if (!r->privileged)
-      mine.uid = geteuid(), mine.gid = getegid();
-    return half_send(r, h, data, len, fds, nfds, errno == ESRCH ? &mine : NULL);
+    gboolean retry_mine = errno == ESRCH && creds->pid != mine.pid;
+    return send_ancillary(fd, to, tolen, data, len, fds, nfds, retry_mine ? &mine : NULL, flags);
   }
   return n;
 }
 
-/* Credentials to forward explicitly: only when they are not simply ours (the kernel adds those). */
+/* Sends data (with ancillary data) to h's socket.  Returns bytes sent, or -1 with errno. */
+static ssize_t half_send(Relay *r, Half *h, const guint8 *data, gsize len, const int *fds, int nfds,
+                         const struct ucred *creds)
+{
+  return send_ancillary(h->fd, NULL, 0, data, len, fds, nfds, creds, MSG_DONTWAIT);
+}
+
+/* Credentials to forward explicitly, or NULL to let the kernel attach ours.  Every read from a
+ * socket with SO_PASSCRED carries the sender's credentials, explicit or the kernel's: forwarding them
+ * as they came makes a server with SO_PASSCRED see its client's pid, uid and gid, as without us.
+ * Only a privileged relay may name another process (CAP_SYS_ADMIN for the pid, CAP_SETUID/SETGID for
+ * ids); the kernel has already checked that the sender could claim what it sent, so forwarding never
+ * claims more than the client could.  Unprivileged, the kernel allows only our own pid: say nothing. */
 static const struct ucred *creds_to_forward(Relay *r, const struct ucred *got)
 {
-  if (!got)
+  if (!got || !r->privileged)
     return NULL;
   if (got->pid == getpid() && got->uid == geteuid() && got->gid == getegid())
     return NULL;
-  return r->privileged || (got->uid == geteuid() && got->gid == getegid()) ? got : NULL;
+  return got;
 }
 
 /* Writes h's pending bytes.  Returns FALSE when the connection was closed. */
@@ -478,6 +545,17 @@ static gboolean half_read(Relay *r, Half *h)
         relay_close(r, c, "control data truncated");
         return FALSE;
       }
+      if (msg.msg_flags & MSG_TRUNC) {
+        /* A seqpacket message longer than one read (possible with a raised SO_SNDBUF): its tail is
+         * gone, and a shortened message would reach the server as if whole.  Same rule. */
+        uds_warn("conn %u: a message longer than %d bytes was truncated (MSG_TRUNC): closing the connection",
+                 c->flow.id, RELAY_CHUNK);
+        close_fds(fds, nfds);
+        if (r->cap && c->flow.captured)
+          uds_capture_conn_reset(r->cap, &c->flow, h->dir, &ts);
+        relay_close(r, c, "message truncated");
+        return FALSE;
+      }
     }
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -499,8 +577,13 @@ static gboolean half_read(Relay *r, Half *h)
       return half_read_done(r, h, &ts);
     }
 
-    if (nfds > 0)
-      cap_ancillary(r, &c->flow, h->dir, fds, nfds, NULL, FALSE, &ts);
+    /* Every read carries credentials (SO_PASSCRED); the capture records them only when they say
+     * something the OPEN frame does not: a client speaking for another process or id (explicitly,
+     * or a setuid client whose real uid differs).  pid 0: the sender has exited meanwhile. */
+    gboolean creds_news = have_creds && h->dir == UDS_DIR_C2S && creds.pid != 0 &&
+                          (creds.pid != c->peer.pid || creds.uid != c->peer.uid || creds.gid != c->peer.gid);
+    if (nfds > 0 || creds_news)
+      cap_ancillary(r, &c->flow, h->dir, fds, nfds, creds_news ? &creds : NULL, FALSE, &ts);
     if (r->cap && c->flow.captured && n > 0) {
       if (r->cfg->sock_type == SOCK_SEQPACKET)
         uds_capture_message(r->cap, &c->flow, h->dir, r->buf, n, &ts);
@@ -709,71 +792,233 @@ static void dgram_flow_free(gpointer p)
   g_free(f);
 }
 
-static DgramFlow *dgram_flow_get(Relay *r, const struct sockaddr_un *from, socklen_t fromlen, const struct ucred *cr)
+/* Whether the sender of flow f is gone, so its flow (and upstream descriptor) may go: its process
+ * has exited, or the path it was bound to no longer exists.  A sender address can outlive the
+ * process that bound it (a child holds the socket); such a flow is simply made again at its next
+ * datagram, and only replies in flight at that moment are lost. */
+static gboolean dgram_sender_gone(DgramFlow *f)
 {
-  gsize plen = fromlen > offsetof(struct sockaddr_un, sun_path) ? fromlen - offsetof(struct sockaddr_un, sun_path) : 0;
-  /* Unbound senders cannot get replies; they share one flow per uid so they are still labelled. */
-  g_autofree char *key = plen ? g_strdup_printf("a:%.*s", (int)plen, from->sun_path)
-                              : g_strdup_printf("u:%u:%d", cr ? cr->uid : 0, cr ? cr->pid : 0);
+  if (f->peer.pid > 0 && kill(f->peer.pid, 0) < 0 && errno == ESRCH)
+    return TRUE;
+  struct stat st;
+  return f->addr && f->addr[0] == '/' && (lstat(f->addr, &st) < 0 || !S_ISSOCK(st.st_mode));
+}
+
+/* Flows are made per sender and identity, so without this the table (and our descriptors) would grow
+ * with every short-lived sender (logger(1) to /dev/log, sd_notify).  Run when the table doubles:
+ * amortised O(1) per new flow.  A flow cannot be freed at once: an epoll event of the batch being
+ * dispatched may still point at it.  So it is retired - its descriptor closed (which also removes it
+ * from epoll), kept in the table under a key no sender can have - and freed by the next sweep, which
+ * runs in a later dgram_from_client call, hence after a later epoll_wait. */
+static void dgram_sweep(Relay *r)
+{
+  g_autoptr(GPtrArray) retired = g_ptr_array_new();
+  GHashTableIter it;
+  gpointer key, value;
+  g_hash_table_iter_init(&it, r->dgram_flows);
+  while (g_hash_table_iter_next(&it, &key, &value)) {
+    DgramFlow *f = value;
+    if (g_str_has_prefix(key, "x:")) {
+      g_hash_table_iter_remove(&it);   /* retired by an earlier sweep: nothing can point at it now */
+    } else if (dgram_sender_gone(f)) {
+      if (f->up >= 0) {
+        epoll_ctl(r->epfd, EPOLL_CTL_DEL, f->up, NULL);
+        close(f->up);
+        f->up = -1;
+      }
+      g_hash_table_iter_steal(&it);
+      g_free(key);
+      g_ptr_array_add(retired, f);
+    }
+  }
+  for (guint i = 0; i < retired->len; i++)
+    g_hash_table_insert(r->dgram_flows, g_strdup_printf("x:%p", retired->pdata[i]), retired->pdata[i]);
+  if (retired->len)
+    uds_debug("datagram flows: %u retired, %u kept", retired->len, g_hash_table_size(r->dgram_flows) - retired->len);
+}
+
+/* The flow of a datagram's sender, made on its first datagram.  NULL when the datagram must be dropped
+ * (the sender may not reach the server through us; said once per sender).
+ *
+ * A flow is one sender address *and identity*: the upstream socket was connected with the sender's
+ * uid and gid, so a path later bound by another user (or a sender that changed ids) gets its own.
+ * Groups are not carried by SCM_CREDENTIALS: the upstream is connected with the sender's uid and gid
+ * and no supplementary groups, which never exceeds what it had (a sender that needs a group to reach
+ * the server is refused: docs/identity.md).
+ *
+ * A bound sender's upstream socket is autobound to a private abstract name, so the server's replies
+ * come back to this flow and go on to the sender's own address.  An unbound sender's upstream stays
+ * unbound, as the sender was: the server sees no address and cannot answer, exactly as without us;
+ * such flows are kept per process, so the capture still tells senders apart. */
+static DgramFlow *dgram_flow_get(Relay *r, const struct sockaddr_un *from, socklen_t fromlen, const struct ucred *cr,
+                                 gboolean *swept)
+{
+  const gsize off = offsetof(struct sockaddr_un, sun_path);
+  gsize plen = fromlen > off ? fromlen - off : 0;
+  gboolean abstract = plen > 0 && from->sun_path[0] == '\0';
+  if (plen && !abstract)
+    plen = strnlen(from->sun_path, plen);   /* "path" and "path\0" are the same address */
+  g_autofree char *key = NULL;
+  if (plen) {
+    g_autofree char *hex = g_malloc(2 * plen + 1);
+    for (gsize i = 0; i < plen; i++)
+      snprintf(hex + 2 * i, 3, "%02x", (guint8)from->sun_path[i]);
+    key = g_strdup_printf("a:%u:%u:%s", (unsigned)cr->uid, (unsigned)cr->gid, hex);
+  } else {
+    key = g_strdup_printf("u:%u:%u:%d", (unsigned)cr->uid, (unsigned)cr->gid, (int)cr->pid);
+  }
   DgramFlow *f = g_hash_table_lookup(r->dgram_flows, key);
   if (f)
-    return f;
+    return f->up >= 0 ? f : NULL;
+
+  guint size = g_hash_table_size(r->dgram_flows);
+  if (!*swept && size >= 64 && (size & (size - 1)) == 0) {
+    *swept = TRUE;
+    dgram_sweep(r);
+  }
+
   f = g_new0(DgramFlow, 1);
   f->tag.kind = EV_DGRAM_UP;
   f->relay = r;
+  f->up = -1;
   f->mask = 0xffffffffu;
-  f->peer.ngroups = -1;
-  if (cr) {
-    f->peer.pid = cr->pid;
-    f->peer.uid = cr->uid;
-    f->peer.gid = cr->gid;
-    g_autofree char *comm = uds_proc_comm(uds_proc_root(), cr->pid);
-    if (comm)
-      g_strlcpy(f->peer.comm, comm, sizeof f->peer.comm);
-    /* Groups are not carried by SCM_CREDENTIALS: connect with the sender's primary identity only,
-     * which never exceeds what it had. */
-    f->peer.ngroups = 0;
-  }
+  f->peer.pid = cr->pid;
+  f->peer.uid = cr->uid;
+  f->peer.gid = cr->gid;
+  f->peer.ngroups = 0;
+  g_autofree char *comm = uds_proc_comm(uds_proc_root(), cr->pid);
+  if (comm)
+    g_strlcpy(f->peer.comm, comm, sizeof f->peer.comm);
   if (plen) {
     f->sa = *from;
     f->addrlen = fromlen;
-    f->addr = g_strndup(from->sun_path, plen);
+    if (abstract) {
+      /* "@name", NULs shown as '@' (as ss(8) does): for the capture and the log. */
+      f->addr = g_malloc(plen + 1);
+      for (gsize i = 0; i < plen; i++)
+        f->addr[i] = from->sun_path[i] ? from->sun_path[i] : '@';
+      f->addr[plen] = '\0';
+    } else {
+      f->addr = g_strndup(from->sun_path, plen);
+    }
   }
-  UdsPeer who = f->peer;
-  int up = -1;
-  if (cr)
-    up = connect_upstream(r, &who);
-  else {
-    errno = EPERM;
-  }
+  int up = connect_upstream(r, &f->peer);
   if (up < 0) {
-    uds_warn("datagram from pid %d: cannot reach the server: %s", cr ? cr->pid : 0, g_strerror(errno));
-    g_free(f->addr);
-    g_free(f);
+    int e = errno;
+    if (e == EPERM)
+      uds_warn("refused a datagram sender (%s[%d], uid %u, gid %u): it differs from udsdump's identity and udsdump "
+               "is not privileged; its datagrams are dropped", f->peer.comm, (int)cr->pid, (unsigned)cr->uid,
+               (unsigned)cr->gid);
+    else
+      uds_warn("datagram sender %s[%d] (uid %u) cannot reach the server: %s; its datagrams are dropped",
+               f->peer.comm, (int)cr->pid, (unsigned)cr->uid, g_strerror(e));
+    if (r->stats)
+      r->stats->refused++;
+    if (e == EAGAIN || e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM || e == ENOENT ||
+        e == ECONNREFUSED) {
+      /* Transient (or the server is being restarted): try again with the next datagram. */
+      g_free(f->addr);
+      g_free(f);
+      return NULL;
+    }
+    /* Remembered, so the next datagrams are dropped without a word each; swept with the sender. */
+    g_hash_table_insert(r->dgram_flows, g_steal_pointer(&key), f);
     return NULL;
   }
-  /* Autobind an abstract name so the server can reply (sendto our address). */
-  struct sockaddr_un any = { .sun_family = AF_UNIX };
-  bind(up, (struct sockaddr *)&any, sizeof(sa_family_t));
+  if (plen) {
+    struct sockaddr_un any = { .sun_family = AF_UNIX };
+    int one = 1;
+    if (bind(up, (struct sockaddr *)&any, sizeof(sa_family_t)) < 0)
+      uds_warn("datagram flow for %s: cannot bind a reply address (%s): the server cannot answer it", f->addr,
+               g_strerror(errno));
+    setsockopt(up, SOL_SOCKET, SO_PASSCRED, &one, sizeof one);   /* the server's credentials, to forward */
+  }
   f->up = up;
   struct epoll_event ev = { .events = EPOLLIN, .data.ptr = f };
   epoll_ctl(r->epfd, EPOLL_CTL_ADD, up, &ev);
   f->mask = EPOLLIN;
   g_hash_table_insert(r->dgram_flows, g_steal_pointer(&key), f);
+  if (r->stats)
+    r->stats->accepted++;   /* a new sender: the summary's "connections" */
   if (r->cap) {
     struct timespec ts;
     now(&ts);
-    UdsConnMeta meta = { .client = cr ? &f->peer : NULL, .server_pid = r->cfg->server_pid,
+    UdsConnMeta meta = { .client = &f->peer, .server_pid = r->cfg->server_pid,
                          .server_comm = r->cfg->server_comm, .client_addr = f->addr };
     uds_capture_conn_open(r->cap, &f->flow, &meta, &ts);
   }
   return f;
 }
 
-/* A datagram from a client to PATH: forward it whole. */
+/* Reads a datagram's descriptors and credentials. */
+static void dgram_parse_control(struct msghdr *msg, int *fds, int *nfds, struct ucred *cr, gboolean *have_cr)
+{
+  *nfds = 0;
+  *have_cr = FALSE;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(msg); cm; cm = CMSG_NXTHDR(msg, cm)) {
+    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+      int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+      for (int j = 0; j < k && *nfds < RELAY_MAX_FDS_PER_MSG; j++)
+        memcpy(&fds[(*nfds)++], CMSG_DATA(cm) + j * sizeof(int), sizeof(int));
+    } else if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS &&
+               cm->cmsg_len >= CMSG_LEN(sizeof *cr)) {
+      memcpy(cr, CMSG_DATA(cm), sizeof *cr);
+      *have_cr = TRUE;
+    }
+  }
+}
+
+static void dgram_replies(Relay *r, DgramFlow *f, guint8 *buf);
+
+/* The server's queue is full (a datagram socket's sender blocks there, as our clients would without
+ * us): wait until f's upstream can take a datagram, relaying the server's replies meanwhile - the
+ * server may itself be blocked sending us replies we have not read.  FALSE after DGRAM_WAIT_MS. */
+static gboolean dgram_wait_upstream(Relay *r, DgramFlow *f)
+{
+  g_autofree guint8 *scratch = NULL;   /* r->buf holds the datagram waiting to go */
+  gint64 deadline = g_get_monotonic_time() + DGRAM_WAIT_MS * 1000;
+  for (;;) {
+    gint64 left = (deadline - g_get_monotonic_time()) / 1000;
+    if (left <= 0)
+      return FALSE;
+    g_autoptr(GArray) pfds = g_array_new(FALSE, FALSE, sizeof(struct pollfd));
+    g_autoptr(GPtrArray) flows = g_ptr_array_new();
+    struct pollfd p = { .fd = f->up, .events = POLLOUT };
+    g_array_append_val(pfds, p);
+    g_ptr_array_add(flows, f);
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, r->dgram_flows);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+      DgramFlow *g = value;
+      if (g->up >= 0 && g->addr) {
+        struct pollfd q = { .fd = g->up, .events = POLLIN };
+        g_array_append_val(pfds, q);
+        g_ptr_array_add(flows, g);
+      }
+    }
+    int n = poll((struct pollfd *)pfds->data, pfds->len, (int)left);
+    if (n < 0 && errno != EINTR)
+      return FALSE;
+    struct pollfd *ps = (struct pollfd *)pfds->data;
+    if (ps[0].revents & (POLLOUT | POLLERR | POLLHUP))
+      return TRUE;   /* writable, or an error the next send reports */
+    for (guint i = 1; i < pfds->len; i++) {
+      if (ps[i].revents & (POLLIN | POLLERR | POLLHUP)) {
+        if (!scratch)
+          scratch = g_malloc(DGRAM_MAX);
+        dgram_replies(r, flows->pdata[i], scratch);
+      }
+    }
+  }
+}
+
+/* A datagram from a client to PATH: forward it whole, with its descriptors and (privileged) the
+ * sender's credentials, so a server with SO_PASSCRED (journald) sees the sender's pid, uid, gid. */
 static void dgram_from_client(Relay *r)
 {
-  for (int i = 0; i < RELAY_ACCEPTS_PER_WAKEUP && !r->capture_paused; i++) {
+  gboolean swept = FALSE;
+  for (int i = 0; i < RELAY_ACCEPTS_PER_WAKEUP && !r->capture_paused && r->listen_fd >= 0; i++) {
     struct sockaddr_un from;
     union {
       char buf[CMSG_SPACE(sizeof(int) * RELAY_MAX_FDS_PER_MSG) + CMSG_SPACE(sizeof(struct ucred))];
@@ -787,70 +1032,152 @@ static void dgram_from_client(Relay *r)
       return;
     struct timespec ts;
     now(&ts);
-    int fds[RELAY_MAX_FDS_PER_MSG], nfds = 0;
+    int fds[RELAY_MAX_FDS_PER_MSG], nfds;
     struct ucred cr;
-    gboolean have_cr = FALSE;
-    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-      if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
-        int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        for (int j = 0; j < k && nfds < RELAY_MAX_FDS_PER_MSG; j++)
-          memcpy(&fds[nfds++], CMSG_DATA(cm) + j * sizeof(int), sizeof(int));
-      } else if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS) {
-        memcpy(&cr, CMSG_DATA(cm), sizeof cr);
-        have_cr = TRUE;
-      }
-    }
-    DgramFlow *f = dgram_flow_get(r, &from, msg.msg_namelen, have_cr ? &cr : NULL);
-    if (!f || (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
-      if (f)
-        uds_warn("datagram truncated on the way in (%s): dropped", msg.msg_flags & MSG_TRUNC ? "data" : "control");
+    gboolean have_cr;
+    dgram_parse_control(&msg, fds, &nfds, &cr, &have_cr);
+    gboolean truncated = (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) != 0;
+    if (truncated) {
+      /* Before looking up the flow: the descriptors that did arrive may be what exhausted ours. */
       close_fds(fds, nfds);
+      if (msg.msg_flags & MSG_TRUNC)
+        uds_warn("a datagram longer than %d bytes was truncated on the way in (MSG_TRUNC): dropped", DGRAM_MAX);
+      else
+        uds_warn("a datagram's control data was truncated on the way in (MSG_CTRUNC: more descriptors than udsdump "
+                 "could take): dropped");
+    }
+    if (!have_cr) {
+      /* The listening socket has SO_PASSCRED: the kernel always says who sent it. */
+      close_fds(fds, truncated ? 0 : nfds);
+      uds_warn("a datagram came without credentials: dropped");
       continue;
     }
-    if (r->cap && f->flow.captured) {
-      if (nfds)
-        cap_ancillary(r, &f->flow, UDS_DIR_C2S, fds, nfds, NULL, FALSE, &ts);
-      uds_capture_message(r->cap, &f->flow, UDS_DIR_C2S, r->buf, n, &ts);
+    DgramFlow *f = dgram_flow_get(r, &from, msg.msg_namelen, &cr, &swept);
+    if (!f || truncated) {
+      if (f)
+        cap_ancillary(r, &f->flow, UDS_DIR_C2S, fds, 0, &cr, TRUE, &ts);
+      if (!truncated)
+        close_fds(fds, nfds);
+      continue;
     }
-    if (r->stats)
-      r->stats->bytes[UDS_DIR_C2S] += n;
-    Half tmp = { .fd = f->up };
-    const struct ucred *fwd = have_cr ? creds_to_forward(r, &cr) : NULL;
-    /* Datagram sockets keep boundaries but have no back-pressure towards unconnected senders: a full
-     * server queue is waited out briefly (the kernel would have blocked the sender the same way). */
-    ssize_t s = half_send(r, &tmp, r->buf, n, fds, nfds, fwd);
-    if (s < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      int fl = fcntl(f->up, F_GETFL);
-      fcntl(f->up, F_SETFL, fl & ~O_NONBLOCK);
-      struct timeval tv = { .tv_sec = 1 };
-      setsockopt(f->up, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-      s = sendmsg(f->up, &(struct msghdr){ .msg_iov = &iov, .msg_iovlen = 1 }, MSG_NOSIGNAL);
-      fcntl(f->up, F_SETFL, fl);
+    const struct ucred *fwd = creds_to_forward(r, &cr);
+    ssize_t s = send_ancillary(f->up, NULL, 0, r->buf, n, fds, nfds, fwd, MSG_DONTWAIT);
+    for (int tries = 0; s < 0 && tries < 2; tries++) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if (!dgram_wait_upstream(r, f))
+          break;
+      } else if (errno == ECONNREFUSED || errno == ECONNRESET || errno == ENOTCONN) {
+        /* The server's socket went away (it restarts, and the relay follows the new one): connect
+         * this flow again, as the same sender. */
+        int up = connect_upstream(r, &f->peer);
+        if (up < 0)
+          break;
+        if (f->addr) {
+          struct sockaddr_un any = { .sun_family = AF_UNIX };
+          int one = 1;
+          bind(up, (struct sockaddr *)&any, sizeof(sa_family_t));
+          setsockopt(up, SOL_SOCKET, SO_PASSCRED, &one, sizeof one);
+        }
+        epoll_ctl(r->epfd, EPOLL_CTL_DEL, f->up, NULL);
+        close(f->up);
+        f->up = up;
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = f };
+        epoll_ctl(r->epfd, EPOLL_CTL_ADD, up, &ev);
+      } else {
+        break;
+      }
+      s = send_ancillary(f->up, NULL, 0, r->buf, n, fds, nfds, fwd, MSG_DONTWAIT);
     }
-    if (s < 0)
-      uds_warn("datagram to the server lost: %s", g_strerror(errno));
+    if (s < 0) {
+      uds_warn("a datagram of %zd bytes from %s[%d] to the server was lost: %s", n, f->peer.comm, (int)cr.pid,
+               g_strerror(errno));
+    } else {
+      gboolean creds_news = cr.pid != 0 && cr.pid != f->peer.pid;
+      if (nfds || creds_news)
+        cap_ancillary(r, &f->flow, UDS_DIR_C2S, fds, nfds, creds_news ? &cr : NULL, FALSE, &ts);
+      if (r->cap && f->flow.captured)
+        uds_capture_message(r->cap, &f->flow, UDS_DIR_C2S, r->buf, n, &ts);
+      if (r->stats)
+        r->stats->bytes[UDS_DIR_C2S] += n;
+    }
     close_fds(fds, nfds);
   }
 }
 
-/* A reply from the server to one client: send it to the client's bound address. */
-static void dgram_from_server(Relay *r, DgramFlow *f)
+/* Sends a reply to a client's address, waiting at most DGRAM_WAIT_MS for room in its queue (a
+ * datagram server's sendto would have blocked there).  The relay socket is not connected, so there is
+ * no readiness to poll: a blocking send with a timeout waits on exactly that receiver. */
+static ssize_t dgram_send_reply(Relay *r, DgramFlow *f, const guint8 *data, gsize n, const int *fds, int nfds,
+                                const struct ucred *creds)
 {
-  for (int i = 0; i < RELAY_READS_PER_WAKEUP; i++) {
-    ssize_t n = recv(f->up, r->buf, DGRAM_MAX, MSG_DONTWAIT);
+  ssize_t s = send_ancillary(r->listen_fd, &f->sa, f->addrlen, data, n, fds, nfds, creds, MSG_DONTWAIT);
+  if (s >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+    return s;
+  int fl = fcntl(r->listen_fd, F_GETFL);
+  struct timeval tv = { .tv_sec = DGRAM_WAIT_MS / 1000, .tv_usec = (DGRAM_WAIT_MS % 1000) * 1000 };
+  setsockopt(r->listen_fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  fcntl(r->listen_fd, F_SETFL, fl & ~O_NONBLOCK);
+  s = send_ancillary(r->listen_fd, &f->sa, f->addrlen, data, n, fds, nfds, creds, 0);
+  int e = errno;
+  fcntl(r->listen_fd, F_SETFL, fl);
+  errno = e;
+  return s;
+}
+
+/* Replies from the server to one flow: on to the client's bound address, with their descriptors and
+ * (privileged) the server's credentials.  buf: DGRAM_MAX bytes of scratch. */
+static void dgram_replies(Relay *r, DgramFlow *f, guint8 *buf)
+{
+  for (int i = 0; i < RELAY_READS_PER_WAKEUP && f->up >= 0; i++) {
+    union {
+      char buf[CMSG_SPACE(sizeof(int) * RELAY_MAX_FDS_PER_MSG) + CMSG_SPACE(sizeof(struct ucred))];
+      struct cmsghdr align;
+    } u;
+    struct iovec iov = { .iov_base = buf, .iov_len = DGRAM_MAX };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+    ssize_t n = recvmsg(f->up, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (n < 0)
-      return;
+      return;   /* EAGAIN; or the server's socket went away, reported once and cleared by this read */
     struct timespec ts;
     now(&ts);
-    if (r->cap && f->flow.captured)
-      uds_capture_message(r->cap, &f->flow, UDS_DIR_S2C, r->buf, n, &ts);
-    if (r->stats)
-      r->stats->bytes[UDS_DIR_S2C] += n;
-    if (!f->addr)
-      continue;  /* unbound senders cannot receive replies, exactly as without udsdump */
-    if (sendto(r->listen_fd, r->buf, n, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&f->sa, f->addrlen) < 0)
-      uds_debug("datagram reply to %s lost: %s", f->addr, g_strerror(errno));
+    int fds[RELAY_MAX_FDS_PER_MSG], nfds;
+    struct ucred cr;
+    gboolean have_cr;
+    dgram_parse_control(&msg, fds, &nfds, &cr, &have_cr);
+    if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
+      uds_warn("a reply from the server to %s was truncated on the way in (%s): dropped", f->addr ? f->addr : "?",
+               msg.msg_flags & MSG_TRUNC ? "too long" : "control data");
+      cap_ancillary(r, &f->flow, UDS_DIR_S2C, fds, 0, NULL, TRUE, &ts);
+      close_fds(fds, nfds);
+      continue;
+    }
+    if (!f->addr) {
+      close_fds(fds, nfds);   /* cannot happen: an unbound flow has no address to answer */
+      continue;
+    }
+    ssize_t s = dgram_send_reply(r, f, buf, n, fds, nfds, have_cr ? creds_to_forward(r, &cr) : NULL);
+    if (s < 0) {
+      /* ECONNREFUSED / ENOENT: the client is gone (its socket closed, its path removed). */
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        uds_warn("a reply of %zd bytes to %s was lost: the client did not read for %d ms", n, f->addr, DGRAM_WAIT_MS);
+      else
+        uds_debug("a reply of %zd bytes to %s was lost: %s", n, f->addr, g_strerror(errno));
+    } else {
+      if (nfds)
+        cap_ancillary(r, &f->flow, UDS_DIR_S2C, fds, nfds, NULL, FALSE, &ts);
+      if (r->cap && f->flow.captured)
+        uds_capture_message(r->cap, &f->flow, UDS_DIR_S2C, buf, n, &ts);
+      if (r->stats)
+        r->stats->bytes[UDS_DIR_S2C] += n;
+    }
+    close_fds(fds, nfds);
   }
+}
+
+/* A reply from the server to one client. */
+static void dgram_from_server(Relay *r, DgramFlow *f)
+{
+  dgram_replies(r, f, r->buf);
 }
 
 /* ---- loop ---- */
@@ -1101,7 +1428,6 @@ static gboolean hand_over_to_drain(Relay *r)
   }
   uds_log_close();
   if (r->cap) {
-    epoll_ctl(r->epfd, EPOLL_CTL_DEL, uds_capture_fd(r->cap), NULL);
     close(uds_capture_fd(r->cap));
     r->cap = NULL;  /* the parent owns and frees the capture; the drain just forgets it */
   }
@@ -1110,12 +1436,20 @@ static gboolean hand_over_to_drain(Relay *r)
   sigset_t all;
   sigfillset(&all);
   sigprocmask(SIG_UNBLOCK, &all, NULL);  /* the drain dies of SIGTERM like any process */
-  if (r->watch_fd >= 0)
-    epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->watch_fd, NULL);
+  /* An epoll instance is shared across fork: the parent closing its copies of the connections would
+   * remove them from our set too.  The drain starts a set of its own. */
+  close(r->epfd);
+  r->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (r->epfd < 0)
+    _exit(1);
+  r->watch_fd = -1;
+  guint32 m = 0xffffffffu;
+  ep_set(r, r->timer_fd, &m, EPOLLIN, &r->timer_tag);
   r->stop = FALSE;
   r->stats = NULL;
   for (Conn *c = r->conns; c; c = c->next) {
     c->flow.captured = FALSE;
+    c->client.mask = c->server.mask = 0xffffffffu;
     half_update(r, &c->client);
     half_update(r, &c->server);
   }

@@ -126,6 +126,8 @@ class UdsTestCase(unittest.TestCase):
         signal.alarm(120)  # watchdog: a hung test fails instead of hanging CI
         self.tmp = tempfile.mkdtemp(prefix="udsdump-test-")
         os.chmod(self.tmp, 0o755)
+        # udsdump's log lives beside, not in, the folder whose listing the tests compare.
+        self.logdir = tempfile.mkdtemp(prefix="udsdump-log-")
         self.procs = []
 
     def tearDown(self):
@@ -137,6 +139,7 @@ class UdsTestCase(unittest.TestCase):
                 if f:
                     f.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        shutil.rmtree(self.logdir, ignore_errors=True)
         signal.alarm(0)
 
     def spawn(self, argv, **kw):
@@ -187,11 +190,11 @@ class UdsTestCase(unittest.TestCase):
         self._wait_ready(fifo, p, "the echo server")
         return p
 
-    def start_udsdump(self, path, *args, iface=None, stdout=subprocess.PIPE):
+    def start_udsdump(self, path, *args, iface=None, stdout=subprocess.PIPE, drain=True):
         """Starts a capture on PATH with the pcap on a pipe; returns once the relay is interposed
         (the pcap file header arrived).  The caller owns p.stdout's remaining bytes."""
         argv = [UDSDUMP, "--capture", "--extcap-interface", iface or ("unix:" + path), "--fifo", "-",
-                "--log-level", "debug", "--log-file", os.path.join(self.tmp, "udsdump.log"), *args]
+                "--log-level", "debug", "--log-file", os.path.join(self.logdir, "udsdump.log"), *args]
         p = self.spawn(argv, stdout=stdout, stderr=subprocess.PIPE)
         if stdout is subprocess.PIPE:
             try:
@@ -200,6 +203,8 @@ class UdsTestCase(unittest.TestCase):
                 p.kill()
                 _, err = p.communicate()
                 raise AssertionError("udsdump did not start: %s; stderr: %s" % (e, err.decode(errors="replace")))
+            if not drain:
+                return p
             # Wireshark reads the capture as it comes; so do we, or a full pipe would make udsdump drop.
             p.chunks = []
             p.reader = threading.Thread(target=self._drain, args=(p,), daemon=True)
@@ -234,7 +239,7 @@ class UdsTestCase(unittest.TestCase):
 
     def log(self):
         try:
-            with open(os.path.join(self.tmp, "udsdump.log"), errors="replace") as f:
+            with open(os.path.join(self.logdir, "udsdump.log"), errors="replace") as f:
                 return f.read()
         except FileNotFoundError:
             return ""

@@ -62,9 +62,8 @@ class RelayTest(UdsTestCase):
         path = os.path.join(self.tmp, "app.sock")
         self.start_http(path)
         orig, before = ident(path), self.listing()
-        p = self.start_udsdump(path, stdout=subprocess.PIPE)
+        p = self.start_udsdump(path, drain=False)
         p.stdout.close()  # the reader (Wireshark, the ssh channel) goes away while the capture is idle
-        p.reader.join(timeout=5)
         p.wait(timeout=10)
         self.assertEqual(ident(path), orig)
         self.assertEqual(self.listing(), before)
