@@ -14,6 +14,21 @@ KIND:
              and send them back with a fresh pipe's read end carrying "from-server\\n"; also report
              SO_PEERCRED as "uid gid\\n" first
   creds      stream with SO_PASSCRED: answer each message with "pid uid gid\\n" of its SCM_CREDENTIALS
+  whoami     stream: on each connection send "pid uid gid groups\\n" (SO_PEERCRED, and SO_PEERGROUPS as
+             sorted comma-separated gids, "-" for none), then close; with --record FILE the same line is
+             appended to FILE first (so a client that never reached the server leaves no line)
+  fdecho     stream: for every recvmsg (up to 64 KiB, up to 253 descriptors) send back one record:
+             u32 data length, the data, u32 descriptor count, then per descriptor u32 length and the first
+             100 bytes read from it (pread at 0 for files, read for pipes and sockets); a record that
+             came with descriptors is answered with a fresh pipe's read end carrying "from-server\\n"
+  dgramlog   SOCK_DGRAM with SO_PASSCRED: for each datagram append "<len> <sha256> <sender> <pid> <uid>
+             <gid> <nfds>\\n" to --record FILE (sender: the path, @name for abstract, - when unbound), then
+             answer a bound sender "<len> <sha256>" (with a pipe carrying "from-server\\n" when the
+             datagram carried descriptors)
+  credslog   stream with SO_PASSCRED: for each message append "<pid> <uid> <gid> <len>\\n" of its
+             SCM_CREDENTIALS to --record FILE, and send the same line back
+  seqecho    SOCK_SEQPACKET with SO_PASSCRED: send back each message as it came, empty ones included
+             (an empty message carries credentials; end of connection does not), up to 1 MiB
 """
 import argparse
 import hashlib
@@ -101,6 +116,123 @@ def handle_creds(c):
     c.close()
 
 
+def peer_line(c):
+    pid, uid, gid = struct.unpack("3i", c.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    raw = c.getsockopt(socket.SOL_SOCKET, 59, 1024)  # SO_PEERGROUPS (256 groups: python caps buflen at 1024)
+    groups = sorted(struct.unpack("%dI" % (len(raw) // 4), raw))
+    return b"%d %d %d %s\n" % (pid, uid, gid, b",".join(b"%d" % g for g in groups) or b"-")
+
+
+def record(path, line):
+    if path:
+        with open(path, "ab") as f:
+            f.write(line)
+
+
+def handle_whoami(c, rec):
+    line = peer_line(c)
+    record(rec, line)
+    c.sendall(line)
+    c.close()
+
+
+def read_fd_head(fd):
+    try:
+        return os.pread(fd, 100, 0)
+    except OSError:
+        try:
+            return os.read(fd, 100)
+        except OSError as e:
+            return b"error %d" % e.errno
+
+
+def handle_fdecho(c):
+    while True:
+        msg, fds, flags, addr = socket.recv_fds(c, 65536, 253)
+        if not msg and not fds:
+            break
+        out = struct.pack("!I", len(msg)) + msg + struct.pack("!I", len(fds))
+        for fd in fds:
+            head = read_fd_head(fd)
+            out += struct.pack("!I", len(head)) + head
+            os.close(fd)
+        if fds:
+            r, w = os.pipe()
+            os.write(w, b"from-server\n")
+            os.close(w)
+            socket.send_fds(c, [out], [r])
+            os.close(r)
+        else:
+            c.sendall(out)
+    c.close()
+
+
+def serve_dgramlog(s, rec):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    while True:
+        b, anc, flags, addr = s.recvmsg(1 << 20, socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4 * 253))
+        pid = uid = gid = -1
+        fds = []
+        for level, typ, data in anc:
+            if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS:
+                pid, uid, gid = struct.unpack("3i", data[:12])
+            elif level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                fds += struct.unpack("%di" % (len(data) // 4), data[: len(data) - len(data) % 4])
+        for fd in fds:
+            os.close(fd)
+        if not addr:
+            who = b"-"
+        elif isinstance(addr, bytes):
+            who = b"@" + addr[1:].replace(b"\0", b"@")
+        else:
+            who = addr.encode()
+        digest = hashlib.sha256(b).hexdigest().encode()
+        record(rec, b"%d %s %s %d %d %d %d\n" % (len(b), digest, who, pid, uid, gid, len(fds)))
+        if addr:
+            reply = b"%d %s" % (len(b), digest)
+            try:
+                if fds:
+                    r, w = os.pipe()
+                    os.write(w, b"from-server\n")
+                    os.close(w)
+                    s.sendmsg([reply], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", r))], 0, addr)
+                    os.close(r)
+                else:
+                    s.sendto(reply, addr)
+            except OSError:
+                pass  # the sender is gone, or its queue is full: a datagram server does not wait
+
+
+def handle_credslog(c, rec):
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    while True:
+        msg, anc, flags, addr = c.recvmsg(65536, socket.CMSG_SPACE(12))
+        if not msg:
+            break
+        pid = uid = gid = -1
+        for level, typ, data in anc:
+            if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS:
+                pid, uid, gid = struct.unpack("3i", data[:12])
+        line = b"%d %d %d %d\n" % (pid, uid, gid, len(msg))
+        record(rec, line)
+        try:
+            c.sendall(line)
+        except OSError:
+            break  # the client is gone
+    c.close()
+
+
+def handle_seqecho(c):
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 21)  # echo messages up to 1 MiB back
+    while True:
+        msg, anc, flags, addr = c.recvmsg(1 << 20, socket.CMSG_SPACE(12))
+        if not msg and not anc:
+            break
+        c.send(msg)
+    c.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("path")
@@ -108,9 +240,11 @@ def main():
     ap.add_argument("--mode", default="0660")
     ap.add_argument("--ready")
     ap.add_argument("--reply-bytes", type=int, default=0)
+    ap.add_argument("--record", help="whoami, dgramlog, credslog: append what the server saw to this file")
     a = ap.parse_args()
     kind = a.type
-    stype = {"seqpacket": socket.SOCK_SEQPACKET, "dgram": socket.SOCK_DGRAM}.get(kind, socket.SOCK_STREAM)
+    stype = {"seqpacket": socket.SOCK_SEQPACKET, "seqecho": socket.SOCK_SEQPACKET, "dgram": socket.SOCK_DGRAM,
+             "dgramlog": socket.SOCK_DGRAM}.get(kind, socket.SOCK_STREAM)
     try:
         os.unlink(a.path)
     except FileNotFoundError:
@@ -125,6 +259,8 @@ def main():
     if a.ready:
         with open(a.ready, "w") as f:
             f.write(str(os.getpid()))
+    if kind == "dgramlog":
+        serve_dgramlog(s, a.record)
     if kind == "dgram":
         while True:
             b, addr = s.recvfrom(1 << 20)
@@ -137,6 +273,10 @@ def main():
         "seqpacket": handle_seqpacket,
         "fdpass": handle_fdpass,
         "creds": handle_creds,
+        "whoami": lambda c: handle_whoami(c, a.record),
+        "fdecho": handle_fdecho,
+        "credslog": lambda c: handle_credslog(c, a.record),
+        "seqecho": handle_seqecho,
     }
     h = handlers[kind]
     while True:
