@@ -240,6 +240,8 @@ static int capture(const UdsOptions *o)
     .keep_inflight = !o->close_inflight,
     .server_pid = server_pid,
     .server_comm = server_comm,
+    /* Only for a person at a terminal writing a pcap (the text view is its own progress). */
+    .progress = !o->from_wireshark && isatty(STDERR_FILENO) && format == UDS_FORMAT_PCAP,
   };
   UdsRelayStats rstats = { 0 };
   listen_fd = -1;  /* the relay owns it */

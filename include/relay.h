@@ -15,6 +15,7 @@ typedef struct {
   gboolean keep_inflight;    /* on stop, open connections go on in a detached process */
   pid_t server_pid;          /* for the metadata, 0 if unknown */
   const char *server_comm;
+  gboolean progress;         /* a once-a-second progress line on stderr (a terminal) */
 } UdsRelayConfig;
 
 typedef struct {

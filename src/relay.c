@@ -70,7 +70,7 @@
 typedef struct Conn Conn;
 typedef struct Relay Relay;
 
-typedef enum { EV_HALF, EV_LISTEN, EV_SIGNAL, EV_CAPTURE, EV_TIMER, EV_WATCH, EV_DGRAM_UP } EvKind;
+typedef enum { EV_HALF, EV_LISTEN, EV_SIGNAL, EV_CAPTURE, EV_TIMER, EV_WATCH, EV_DGRAM_UP, EV_PROGRESS } EvKind;
 
 /* What an epoll event points at. */
 typedef struct {
@@ -110,8 +110,9 @@ struct Relay {
   const UdsRelayConfig *cfg;
   UdsCapture *cap;          /* NULL once the capture has ended (drain) */
   int epfd;
-  EvTag listen_tag, signal_tag, capture_tag, timer_tag, watch_tag;
-  int listen_fd, signal_fd, timer_fd, watch_fd;
+  EvTag listen_tag, signal_tag, capture_tag, timer_tag, watch_tag, progress_tag;
+  int listen_fd, signal_fd, timer_fd, watch_fd, progress_fd;
+  gboolean progress_shown;
   guint32 listen_mask, capture_mask;
   gboolean accept_paused;   /* EMFILE: wait for the timer instead of spinning */
   gboolean capture_paused;  /* lossless capture is full: nobody reads */
@@ -1299,6 +1300,22 @@ static void on_watch(Relay *r)
   update_listener(r);
 }
 
+/* A terminal's progress line: once a second, overwritten in place. */
+static void on_progress(Relay *r)
+{
+  guint64 ticks;
+  if (read(r->progress_fd, &ticks, sizeof ticks) < 0 || !r->stats)
+    return;
+  UdsCaptureStats cs = { 0 };
+  if (r->cap)
+    uds_capture_stats(r->cap, &cs);
+  fprintf(stderr, "\rudsdump: %u open, %" G_GUINT64_FORMAT " connections, %" G_GUINT64_FORMAT " bytes, %"
+          G_GUINT64_FORMAT " frames, %" G_GUINT64_FORMAT " dropped ", r->nconns, r->stats->accepted,
+          r->stats->bytes[0] + r->stats->bytes[1], cs.frames, cs.dropped_frames);
+  fflush(stderr);
+  r->progress_shown = TRUE;
+}
+
 static void dispatch(Relay *r, struct epoll_event *ev)
 {
   EvTag *tag = ev->data.ptr;
@@ -1349,6 +1366,9 @@ static void dispatch(Relay *r, struct epoll_event *ev)
     break;
   case EV_TIMER:
     on_timer(r);
+    break;
+  case EV_PROGRESS:
+    on_progress(r);
     break;
   case EV_WATCH:
     on_watch(r);
@@ -1470,6 +1490,8 @@ gboolean uds_relay_run(const UdsRelayConfig *cfg, UdsRelayStats *stats, GError *
   r->capture_tag.kind = EV_CAPTURE;
   r->timer_tag.kind = EV_TIMER;
   r->watch_tag.kind = EV_WATCH;
+  r->progress_tag.kind = EV_PROGRESS;
+  r->progress_fd = -1;
   r->listen_mask = r->capture_mask = 0xffffffffu;
   r->upstream = cfg->upstream;
   uds_peer_self(&r->self);
@@ -1498,6 +1520,13 @@ gboolean uds_relay_run(const UdsRelayConfig *cfg, UdsRelayStats *stats, GError *
     m = 0xffffffffu;
     ep_set(r, r->watch_fd, &m, EPOLLIN, &r->watch_tag);
   }
+  if (cfg->progress) {
+    r->progress_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    struct itimerspec its = { .it_value.tv_sec = 1, .it_interval.tv_sec = 1 };
+    m = 0xffffffffu;
+    if (r->progress_fd >= 0 && timerfd_settime(r->progress_fd, 0, &its, NULL) == 0)
+      ep_set(r, r->progress_fd, &m, EPOLLIN, &r->progress_tag);
+  }
   update_listener(r);
   if (r->cap) {
     /* Register the capture fd with no interest: EPOLLERR tells us the reader left even when idle
@@ -1514,6 +1543,12 @@ gboolean uds_relay_run(const UdsRelayConfig *cfg, UdsRelayStats *stats, GError *
   while (!r->stop)
     loop_once(r, -1);
 
+  if (r->progress_fd >= 0) {
+    close(r->progress_fd);  /* also leaves the epoll set, so the drain never inherits it */
+    r->progress_fd = -1;
+  }
+  if (r->progress_shown)
+    fputc('\n', stderr);
   /* ---- stop: PATH first, then the backlog, then the capture, then the open connections ---- */
   uds_info("stopping: %s", r->stop_reason ? r->stop_reason : r->reader_gone ? "capture reader went away" : "done");
   gboolean ok = TRUE;
