@@ -283,7 +283,7 @@ int main(int argc, char **argv)
   UdsOptions o;
   g_autoptr(GError) err = NULL;
   if (!uds_options_parse(argc, argv, &o, &err)) {
-    fprintf(stderr, "udsdump: %s\n", err->message);
+    uds_error("%s", err->message);
     /* Even with bad options, a Wireshark capture start must not leave tshark waiting on its FIFO. */
     UdsOptions partial = { .from_wireshark = TRUE };
     for (int i = 1; i + 1 < argc; i++)
@@ -298,7 +298,7 @@ int main(int argc, char **argv)
   if (o.log_level)
     uds_log_level_parse(o.log_level, &level);
   if (!uds_log_init(level, o.log_file, &err)) {
-    fprintf(stderr, "udsdump: %s\n", err->message);
+    uds_error("%s", err->message);
     release_fifo(&o);
     uds_options_clear(&o);
     return 1;
@@ -337,7 +337,7 @@ int main(int argc, char **argv)
   case UDS_ACTION_RESTORE: {
     g_autoptr(GString) report = g_string_new(NULL);
     if (!uds_swap_repair(o.restore_path, report, &err)) {
-      fprintf(stderr, "udsdump: %s\n", err->message);
+      uds_error("%s", err->message);
       rc = 1;
     }
     if (report->len)

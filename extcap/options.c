@@ -32,8 +32,8 @@ static GOptionContext *make_context(UdsOptions *o, Raw *raw)
     { "extcap-version", 0, 0, G_OPTION_ARG_STRING, &o->extcap_version, "Wireshark's extcap version", "VERSION" },
     { "extcap-dlts", 0, 0, G_OPTION_ARG_NONE, &raw->dlts, "List the link types of an interface", NULL },
     { "extcap-config", 0, 0, G_OPTION_ARG_NONE, &raw->config, "List the options of an interface", NULL },
-    { "extcap-interface", 'i', 0, G_OPTION_ARG_STRING, &o->interface, "The interface: unix:PATH, or udsdump with --socket-path", "IFACE" },
-    { "extcap-capture-filter", 'f', 0, G_OPTION_ARG_STRING, &o->filter, "A libpcap capture filter on the synthetic frames", "FILTER" },
+    { "extcap-interface", 'i', 0, G_OPTION_ARG_FILENAME, &o->interface, "The interface: unix:PATH, or udsdump with --socket-path", "IFACE" },
+    { "extcap-capture-filter", 'f', 0, G_OPTION_ARG_FILENAME, &o->filter, "A libpcap capture filter on the synthetic frames", "FILTER" },
     { "capture", 0, 0, G_OPTION_ARG_NONE, &raw->capture, "Capture (as Wireshark asks)", NULL },
     { "fifo", 0, 0, G_OPTION_ARG_FILENAME, &o->fifo, "Where the pcap goes (Wireshark's FIFO; - for stdout)", "PATH" },
     { "log-level", 0, 0, G_OPTION_ARG_STRING, &o->log_level, "error, warning, message, info, debug", "LEVEL" },
@@ -43,7 +43,7 @@ static GOptionContext *make_context(UdsOptions *o, Raw *raw)
     { "socket-path", 0, 0, G_OPTION_ARG_FILENAME, &o->socket_path, "The socket, for the generic udsdump interface", "PATH" },
     { "protocol", 0, 0, G_OPTION_ARG_STRING, &o->protocol, "auto, a protocol keyword, or a TCP port for Wireshark's dissector choice", "PROTO" },
     { "only-pid", 0, 0, G_OPTION_ARG_INT, &o->only_pid, "Capture only connections of this client pid", "PID" },
-    { "only-comm", 0, 0, G_OPTION_ARG_STRING, &o->only_comm, "Capture only connections of clients with this command name", "NAME" },
+    { "only-comm", 0, 0, G_OPTION_ARG_FILENAME, &o->only_comm, "Capture only connections of clients with this command name", "NAME" },
     { "only-uid", 0, 0, G_OPTION_ARG_INT, &raw->only_uid, "Capture only connections of clients with this uid", "UID" },
     { "buffer-size", 'B', 0, G_OPTION_ARG_INT, &o->buffer_mib, "Capture buffer in MiB (1-1024, default 4)", "MIB" },
     { "lossless", 0, 0, G_OPTION_ARG_NONE, &o->lossless, "Never drop capture data: slow the relayed traffic instead", NULL },
@@ -56,7 +56,7 @@ static GOptionContext *make_context(UdsOptions *o, Raw *raw)
     { "hex", 'x', 0, G_OPTION_ARG_NONE, &o->hex, "Text view: show all payload as hex", NULL },
     { "version", 'v', 0, G_OPTION_ARG_NONE, &raw->version, "Print the version", NULL },
     { G_OPTION_REMAINING, 0, 0, G_OPTION_ARG_STRING_ARRAY, &raw->rest, NULL, "[FILTER...]" },
-    { NULL },
+    G_OPTION_ENTRY_NULL,
   };
   GOptionContext *ctx = g_option_context_new("- capture Unix domain socket traffic (Wireshark extcap)");
   g_option_context_set_summary(ctx,
@@ -112,7 +112,17 @@ static gboolean argv_has_prefix(int argc, char **argv, const char *opt)
   return FALSE;
 }
 
+static gboolean parse(int argc, char **argv, UdsOptions *o, GError **error);
+
 gboolean uds_options_parse(int argc, char **argv, UdsOptions *o, GError **error)
+{
+  if (parse(argc, argv, o, error))
+    return TRUE;
+  uds_options_clear(o);   /* what was parsed before the failure */
+  return FALSE;
+}
+
+static gboolean parse(int argc, char **argv, UdsOptions *o, GError **error)
 {
   memset(o, 0, sizeof *o);
   o->only_uid = -1;
@@ -139,9 +149,10 @@ gboolean uds_options_parse(int argc, char **argv, UdsOptions *o, GError **error)
   /* tcpdump's habit: the words after the options are the filter. */
   if (raw.rest && raw.rest[0]) {
     if (raw.rest[0][0] == '-') {
+      fail(error, "unknown option %s (see udsdump --help)", raw.rest[0]);   /* before the free */
       g_strfreev(raw.rest);
       g_free(raw.mode);
-      return fail(error, "unknown option %s (see udsdump --help)", raw.rest[0]);
+      return FALSE;
     }
     if (o->filter) {
       g_strfreev(raw.rest);

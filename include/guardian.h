@@ -42,7 +42,7 @@ UdsPutBack uds_swap_put_back(const UdsSwapPlace *place, const UdsSwapState *stat
  * swaps back when something else arrived at `to` meanwhile (then returns -1 with errno EAGAIN);
  * afterwards removes what was at `to` (now under `from`).  Falls back to a checked rename() where the
  * filesystem cannot exchange.  0 on success. */
-int uds_swap_replace(int dirfd, const char *from, const char *to, dev_t dev, ino_t expect_ino);
+int uds_swap_replace(int dirfd, const char *from, ino_t from_ino, const char *to, dev_t dev, ino_t expect_ino);
 
 /* Starts the guardian for place (double fork, own session, stdio on /dev/null, only its own fds).
  * Returns the relay's end of the control channel (close-on-exec) and the guardian's pid. */

@@ -84,14 +84,15 @@ static gboolean name_is(int dirfd, const char *name, dev_t dev, ino_t ino)
   return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && is_file(&st, dev, ino);
 }
 
-int uds_swap_replace(int dirfd, const char *from, const char *to, dev_t dev, ino_t expect_ino)
+int uds_swap_replace(int dirfd, const char *from, ino_t from_ino, const char *to, dev_t dev, ino_t expect_ino)
 {
-  if (!name_is(dirfd, to, dev, expect_ino)) {
+  if (!name_is(dirfd, to, dev, expect_ino) || !name_is(dirfd, from, dev, from_ino)) {
     errno = EAGAIN;
     return -1;
   }
   if (renameat2(dirfd, from, dirfd, to, RENAME_EXCHANGE) == 0) {
-    if (name_is(dirfd, from, dev, expect_ino)) {
+    /* both ends checked: a symlink swapped in at `from` meanwhile must not end up at `to` */
+    if (name_is(dirfd, from, dev, expect_ino) && name_is(dirfd, to, dev, from_ino)) {
       unlinkat(dirfd, from, 0);
       return 0;
     }
@@ -120,7 +121,7 @@ UdsPutBack uds_swap_put_back(const UdsSwapPlace *place, const UdsSwapState *stat
       if (!name_is(dfd, place->backup, state->dev, state->orig_ino)) {
         out = UDS_PUTBACK_FAILED;
         err = ENOENT;  /* the original's second name is gone: nothing to put back */
-      } else if (uds_swap_replace(dfd, place->backup, place->base, state->dev, state->relay_ino) == 0) {
+      } else if (uds_swap_replace(dfd, place->backup, state->orig_ino, place->base, state->dev, state->relay_ino) == 0) {
         out = UDS_PUTBACK_RESTORED;
       } else if (errno == EAGAIN) {
         path_is_relay = FALSE;  /* the server re-created PATH this very moment: it wins */

@@ -72,8 +72,13 @@ void uds_log(UdsLogLevel level, const char *fmt, ...)
   va_start(ap, fmt);
   g_autofree char *msg = g_strdup_vprintf(fmt, ap);
   va_end(ap);
-  if (to_stderr)
+  if (to_stderr) {
+    /* one line, whatever the message quotes (a filter, a path): control characters as "?" */
+    for (char *p = msg; *p; p++)
+      if ((guchar)*p < 0x20 || *p == 0x7f)
+        *p = '?';
     fprintf(stderr, "udsdump: %s\n", msg);
+  }
   if (to_file) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

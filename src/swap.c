@@ -803,7 +803,7 @@ static int interpose(UdsSwap *s, GError **error)
     g_set_error(error, UDS_ERROR, UDS_ERROR_FAILED, "%s: changed while udsdump was interposing: try again", s->path);
     goto undo;
   }
-  if (uds_swap_replace(dfd, st.temp, s->place.base, st.dev, st.orig_ino) < 0) {
+  if (uds_swap_replace(dfd, st.temp, st.relay_ino, s->place.base, st.dev, st.orig_ino) < 0) {
     int e = errno;
     g_set_error(error, UDS_ERROR, UDS_ERROR_FAILED, "%s: cannot put the relay in place: %s", s->path,
                 e == EAGAIN ? "the server re-created the socket meanwhile; try again" : g_strerror(e));
@@ -1104,7 +1104,7 @@ gboolean uds_swap_repair(const char *path, GString *report, GError **error)
                              path, (int)spid, scomm ? scomm : "?", folder, backup);
     } else {
       /* PATH is udsdump's dead relay: the original goes back over it. */
-      if (uds_swap_replace(dirfd, backup, base, pst.st_dev, pst.st_ino) < 0) {
+      if (uds_swap_replace(dirfd, backup, bst.st_ino, base, pst.st_dev, pst.st_ino) < 0) {
         g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "cannot put %s/%s back at %s: %s", folder, backup, path,
                     errno == EAGAIN ? "it changed meanwhile, run again" : g_strerror(errno));
         goto out;
