@@ -51,7 +51,9 @@ typedef struct {
 guint16 uds_frame_path_hash(const char *path, gsize len);
 /* 10.h1.h2.1 */
 guint32 uds_frame_server_ip(guint16 hash);
-/* Client number n: 10.h1.h2.(2 + (n / 64000) % 253), port 1024 + n % 64000. */
+/* Client number n: 10.h1.h2.(2 + (n / UDS_CLIENT_PORTS) % 253), port number n % UDS_CLIENT_PORTS of
+ * the ranges 37009-41169, 41171-44320, 50000-54327 (no Wireshark dissector is registered there). */
+#define UDS_CLIENT_PORTS 11639u
 guint32 uds_frame_client_ip(guint16 hash, guint32 n);
 guint16 uds_frame_client_port(guint32 n);
 /* 02:00 followed by the IPv4 address. */

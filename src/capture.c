@@ -580,7 +580,7 @@ UdsCapture *uds_capture_new(int fd, const UdsCaptureOptions *opt, GError **error
   cap->server_port = proto->port;
   cap->hash = uds_frame_path_hash(cap->path, strlen(cap->path));
   cap->server_ip = uds_frame_server_ip(cap->hash);
-  cap->n_start = (guint32)g_random_int_range(0, 64000 * 253);
+  cap->n_start = (guint32)g_random_int_range(0, UDS_CLIENT_PORTS * 253);
   cap->snap = opt->snaplen ? opt->snaplen : G_MAXSIZE;
   cap->bound = opt->buffer_bytes ? opt->buffer_bytes : DEFAULT_BUFFER;
   cap->reserve = MAX(cap->bound / 8, 64 * 1024);

@@ -64,14 +64,27 @@ guint32 uds_frame_server_ip(guint16 hash)
   return 10u << 24 | (guint32)hash << 8 | 1;
 }
 
+/* Client ports come from the widest ranges where Wireshark 4.0 registers no TCP or UDP dissector
+ * (`tshark -G decodes`): when the server port has no dissector of its own (unknown sockets), Wireshark
+ * tries the client port next, and a port like 1433 or 5060 would decode the traffic as TDS or SIP. */
+static const struct {
+  guint16 first, count;
+} client_ports[] = { { 37009, 4161 }, { 41171, 3150 }, { 50000, 4328 } };
+
 guint32 uds_frame_client_ip(guint16 hash, guint32 n)
 {
-  return 10u << 24 | (guint32)hash << 8 | (2 + (n / 64000) % 253);
+  return 10u << 24 | (guint32)hash << 8 | (2 + (n / UDS_CLIENT_PORTS) % 253);
 }
 
 guint16 uds_frame_client_port(guint32 n)
 {
-  return (guint16)(1024 + n % 64000);
+  guint32 k = n % UDS_CLIENT_PORTS;
+  for (guint i = 0; i < G_N_ELEMENTS(client_ports); i++) {
+    if (k < client_ports[i].count)
+      return (guint16)(client_ports[i].first + k);
+    k -= client_ports[i].count;
+  }
+  g_assert_not_reached();
 }
 
 void uds_frame_mac(guint32 ip, guint8 mac[6])

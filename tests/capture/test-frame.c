@@ -72,12 +72,15 @@ static void test_addressing(void)
   guint16 h = 0xab12;
   g_assert_cmphex(uds_frame_server_ip(h), ==, 0x0aab1201);
   g_assert_cmphex(uds_frame_client_ip(h, 0), ==, 0x0aab1202);
-  g_assert_cmpuint(uds_frame_client_port(0), ==, 1024);
-  g_assert_cmpuint(uds_frame_client_port(63999), ==, 65023);
-  g_assert_cmphex(uds_frame_client_ip(h, 64000), ==, 0x0aab1203);
-  g_assert_cmpuint(uds_frame_client_port(64000), ==, 1024);
-  g_assert_cmphex(uds_frame_client_ip(h, 64000 * 252), ==, 0x0aab12fe);   /* .254, the last */
-  g_assert_cmphex(uds_frame_client_ip(h, 64000 * 253), ==, 0x0aab1202);   /* wraps */
+  g_assert_cmpuint(uds_frame_client_port(0), ==, 37009);
+  g_assert_cmpuint(uds_frame_client_port(4160), ==, 41169);
+  g_assert_cmpuint(uds_frame_client_port(4161), ==, 41171);
+  g_assert_cmpuint(uds_frame_client_port(4161 + 3150), ==, 50000);
+  g_assert_cmpuint(uds_frame_client_port(UDS_CLIENT_PORTS - 1), ==, 54327);
+  g_assert_cmphex(uds_frame_client_ip(h, UDS_CLIENT_PORTS), ==, 0x0aab1203);
+  g_assert_cmpuint(uds_frame_client_port(UDS_CLIENT_PORTS), ==, 37009);
+  g_assert_cmphex(uds_frame_client_ip(h, UDS_CLIENT_PORTS * 252), ==, 0x0aab12fe);   /* .254, the last */
+  g_assert_cmphex(uds_frame_client_ip(h, UDS_CLIENT_PORTS * 253), ==, 0x0aab1202);   /* wraps */
   guint8 mac[6];
   uds_frame_mac(0x0aab1201, mac);
   const guint8 want[6] = { 2, 0, 10, 0xab, 0x12, 1 };

@@ -54,10 +54,20 @@ def server_ip(path: bytes) -> str:
     return "10.%d.%d.1" % (h >> 8, h & 0xFF)
 
 
+CLIENT_PORT_RANGES = ((37009, 4161), (41171, 3150), (50000, 4328))
+CLIENT_PORTS = sum(c for _, c in CLIENT_PORT_RANGES)
+
+
 def client_addr(path: bytes, n: int):
     """(ip, port) of client number n (the capture's random start + connection id)."""
     h = path_hash16(path)
-    return "10.%d.%d.%d" % (h >> 8, h & 0xFF, 2 + (n // 64000) % 253), 1024 + n % 64000
+    k = n % CLIENT_PORTS
+    for first, count in CLIENT_PORT_RANGES:
+        if k < count:
+            port = first + k
+            break
+        k -= count
+    return "10.%d.%d.%d" % (h >> 8, h & 0xFF, 2 + (n // CLIENT_PORTS) % 253), port
 
 
 def ip_bytes(ip: str) -> bytes:
