@@ -47,6 +47,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -628,6 +629,13 @@ UdsCapture *uds_capture_new(int fd, const UdsCaptureOptions *opt, GError **error
     }
     pcap_dump_flush(cap->dumper);
   }
+
+  /* A pipe or FIFO (Wireshark's) of the default 64 KiB fills in a few relayed reads; the reader,
+   * sharing the CPUs with client, server and relay, then runs too late and the queue overflows.
+   * 1 MiB (the unprivileged maximum by default) rides that out. */
+  struct stat st;
+  if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && fcntl(fd, F_GETPIPE_SZ) < (1 << 20))
+    fcntl(fd, F_SETPIPE_SZ, 1 << 20);
 
   /* Success: from here on the fd is ours. */
   cap->fd = fd;

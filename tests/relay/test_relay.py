@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -95,14 +96,15 @@ class RelayTest(UdsTestCase):
         srv.kill()
         srv.wait()
         # A restarting server unlinks PATH (our relay) and binds anew, as dockerd and systemd do.
-        self.start_http(path)
-        new = ident(path)
+        srv2 = self.start_http(path)
         self.assertEqual(http_get(path), (200, b"hello\n"))
         self.stop_udsdump(p)
         self.assertTrue(os.path.exists(path))
         # Either udsdump followed the new socket and put it back, or left it alone: PATH is the new
-        # server's socket either way, and nothing of udsdump's stays.
-        self.assertEqual(ident(path), new, "restoring must not clobber the server's new socket")
+        # server's socket either way (its listener is the new server), and nothing of udsdump's stays.
+        with connect(path) as s:
+            pid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+        self.assertEqual(pid, srv2.pid, "restoring must not clobber the server's new socket")
         self.assertEqual(self.listing(), before)
         self.assertEqual(http_get(path), (200, b"hello\n"))
 
