@@ -150,6 +150,8 @@ class RelayTest(UdsTestCase):
         total = 200 << 20
         self.start_echo(path, "source", extra=["--reply-bytes", str(total)])
         p = self.start_udsdump(path)
+        with open("/proc/%d/maps" % p.pid) as f:
+            asan = "libasan" in f.read()
         base = rss_kib(p.pid)
         peak = base
         got = 0
@@ -171,6 +173,9 @@ class RelayTest(UdsTestCase):
         self.assertEqual(h.hexdigest(), sha256(pattern(total)))
         _, err = self.stop_udsdump(p)
         # One read buffer per direction plus the bounded capture buffer (4 MiB), whatever the volume.
+        # (Under AddressSanitizer freed memory sits in its quarantine: RSS says nothing there.)
+        if asan:
+            self.skipTest("RSS bound not meaningful under AddressSanitizer (forwarding checked above)")
         self.assertLess(peak - base, 16 * 1024, "udsdump grew by %d KiB relaying %d MiB to a slow reader" %
                         (peak - base, total >> 20))
 
