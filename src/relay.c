@@ -570,13 +570,10 @@ static gboolean half_read(Relay *r, Half *h)
       uds_debug("conn %u: read: %s", c->flow.id, g_strerror(errno));
       return half_read_done(r, h, &ts);
     }
-    if (n == 0 && nfds == 0 && r->cfg->sock_type != SOCK_SEQPACKET)
+    /* EOF: no bytes and no ancillary data.  With SO_PASSCRED every message carries credentials, so an
+     * empty seqpacket message from a live peer is told apart from the end. */
+    if (n == 0 && nfds == 0 && (r->cfg->sock_type != SOCK_SEQPACKET || !have_creds))
       return half_read_done(r, h, &ts);
-    if (n == 0 && r->cfg->sock_type == SOCK_SEQPACKET && nfds == 0 && !have_creds) {
-      /* seqpacket: a zero-length read is EOF unless the peer is still connected (an empty message
-       * from a live peer is indistinguishable; treat as EOF like the kernel's own semantics). */
-      return half_read_done(r, h, &ts);
-    }
 
     /* Every read carries credentials (SO_PASSCRED); the capture records them only when they say
      * something the OPEN frame does not: a client speaking for another process or id (explicitly,
@@ -1478,6 +1475,20 @@ static gboolean hand_over_to_drain(Relay *r)
   _exit(0);
 }
 
+/* The loop's own resources; the connections are gone by now (closed or handed to the drain). */
+static void relay_release(Relay *r)
+{
+  g_clear_pointer(&r->dgram_flows, g_hash_table_destroy);
+  if (r->epfd >= 0)
+    close(r->epfd);
+  if (r->signal_fd >= 0)
+    close(r->signal_fd);
+  if (r->timer_fd >= 0)
+    close(r->timer_fd);
+  g_free(r->buf);
+  g_free(r->stop_reason);
+}
+
 gboolean uds_relay_run(const UdsRelayConfig *cfg, UdsRelayStats *stats, GError **error)
 {
   Relay rr = { 0 }, *r = &rr;
@@ -1505,7 +1516,8 @@ gboolean uds_relay_run(const UdsRelayConfig *cfg, UdsRelayStats *stats, GError *
   r->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   if (r->epfd < 0 || r->signal_fd < 0 || r->timer_fd < 0) {
     g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "cannot set up the event loop: %s", g_strerror(errno));
-    goto out;
+    relay_release(r);
+    return FALSE;
   }
   if (cfg->sock_type == SOCK_DGRAM) {
     int one = 1;
@@ -1589,19 +1601,6 @@ gboolean uds_relay_run(const UdsRelayConfig *cfg, UdsRelayStats *stats, GError *
   }
   if (!ok)
     g_set_error(error, UDS_ERROR, UDS_ERROR_FAILED, "could not put %s back", cfg->path);
-  /* fallthrough */
-  if (0) {
-  out:
-    ok = FALSE;
-  }
-  g_clear_pointer(&r->dgram_flows, g_hash_table_destroy);
-  if (r->epfd >= 0)
-    close(r->epfd);
-  if (r->signal_fd >= 0)
-    close(r->signal_fd);
-  if (r->timer_fd >= 0)
-    close(r->timer_fd);
-  g_free(r->buf);
-  g_free(r->stop_reason);
+  relay_release(r);
   return ok;
 }

@@ -32,7 +32,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from udstest import (ECHO_SERVER, UDSDUMP, UdsTestCase, ident, main, read_exactly, tshark)  # noqa: E402
+from udstest import (ECHO_SERVER, IN_CLOSE_WRITE, IN_CREATE, UDSDUMP, DirWatch, UdsTestCase, ident, main, read_exactly,
+                     tshark)  # noqa: E402
 
 CLIENT = os.path.join(HERE, "client.py")
 U, G = 4242, 4242            # the "other user" of these tests
@@ -102,34 +103,6 @@ def pattern_payloads(n, lo, hi, seed):
     rnd = random.Random(seed)
     sizes = [lo + (hi - lo) * i // (n - 1) for i in range(n)]
     return [rnd.randbytes(s) for s in sizes]
-
-
-class FileWatch:
-    """inotify on a folder for files written and closed: wait(pred, timeout) re-checks pred on each."""
-
-    def __init__(self, folder):
-        from udstest import _libc
-        import ctypes
-        self.fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if self.fd < 0 or _libc.inotify_add_watch(self.fd, os.fsencode(folder), 0x8 | 0x100) < 0:  # CLOSE_WRITE|CREATE
-            raise OSError(ctypes.get_errno(), "inotify")
-
-    def wait(self, pred, timeout):
-        import select
-        deadline = time.monotonic() + timeout
-        while not pred():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            if select.select([self.fd], [], [], left)[0]:
-                try:
-                    os.read(self.fd, 65536)
-                except BlockingIOError:
-                    pass
-        return True
-
-    def close(self):
-        os.close(self.fd)
 
 
 class Reader:
@@ -647,7 +620,7 @@ class InvisibleTest(UdsTestCase):
         rec = os.path.join(self.tmp, "gone.rec")
         self.start_server(path, "credslog", record=rec)
         p = self.start_capture(path)
-        watch = FileWatch(self.tmp)
+        watch = DirWatch(self.tmp, IN_CLOSE_WRITE | IN_CREATE)
         try:
             p.send_signal(signal.SIGSTOP)
             try:

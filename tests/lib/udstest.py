@@ -33,17 +33,17 @@ ECHO_SERVER = os.path.join(SRCDIR, "tests", "tools", "echo_server.py")
 
 # ---- inotify, for waiting on a path to change without polling ----
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-IN_CREATE, IN_MOVED_TO, IN_DELETE, IN_MOVED_FROM, IN_ATTRIB = 0x100, 0x80, 0x200, 0x40, 0x4
+IN_CREATE, IN_MOVED_TO, IN_DELETE, IN_MOVED_FROM, IN_ATTRIB, IN_CLOSE_WRITE = 0x100, 0x80, 0x200, 0x40, 0x4, 0x8
+PATH_EVENTS = IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM | IN_ATTRIB
 
 
 class DirWatch:
     """inotify on a folder: wait(pred, timeout) returns when pred() is true, re-checking on each event."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, mask=PATH_EVENTS):
         self.fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1")
-        mask = IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM | IN_ATTRIB
         if _libc.inotify_add_watch(self.fd, os.fsencode(folder), mask) < 0:
             raise OSError(ctypes.get_errno(), "inotify_add_watch")
 
@@ -63,6 +63,18 @@ class DirWatch:
 
     def close(self):
         os.close(self.fd)
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
 
 
 def sha256(b):

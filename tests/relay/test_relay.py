@@ -16,18 +16,10 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from udstest import (DirWatch, UdsTestCase, UDSDUMP, connect, http_get, ident, main, perms, sha256)  # noqa: E402
+from udstest import (DirWatch, UdsTestCase, UDSDUMP, connect, http_get, ident, main, perms, rss_kib, sha256)  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 from echo_server import pattern  # noqa: E402
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 class RelayTest(UdsTestCase):

@@ -21,7 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
-from udstest import UDSDUMP, UdsTestCase, connect, ident, main  # noqa: E402,F401
+from udstest import UDSDUMP, UdsTestCase, connect, fd_count, ident, main, rss_kib  # noqa: E402,F401
 from echo_server import pattern  # noqa: E402
 
 FORK_SERVER = os.path.join(HERE, "fork_server.py")
@@ -42,18 +42,6 @@ def take_helper_args(names):
 
 # Built helper programs, passed by meson as --NAME=PATH ahead of the test name.
 HELPERS = take_helper_args(["perm-watch", "symlink-racer"])
-
-
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def udsdump_procs(marker):
