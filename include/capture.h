@@ -109,6 +109,14 @@ void uds_capture_conn_ancillary(UdsCapture *cap, UdsFlow *flow, int dir, const U
 void uds_capture_conn_shutdown(UdsCapture *cap, UdsFlow *flow, int dir, const struct timespec *ts); /* FIN */
 void uds_capture_conn_reset(UdsCapture *cap, UdsFlow *flow, int dir, const struct timespec *ts);    /* RST */
 void uds_capture_conn_close(UdsCapture *cap, UdsFlow *flow, const struct timespec *ts);
+/* Zero copy (stream sockets): whether the bytes of flow/dir may be captured from a pipe rather than
+ * from memory (not with the text view, a libpcap filter, a snap length or -c). */
+gboolean uds_capture_can_tee(UdsCapture *cap, const UdsFlow *flow, int dir);
+/* The next len bytes of flow/dir sit at the head of pipe_fd: captures them without reading them
+ * (tee(2) into the capture's staging pipe; the pipe's contents stay where they are).  Returns how
+ * many of them it dealt with, from the head: captured, or dropped and counted past the bound; the
+ * caller passes the rest to uds_capture_conn_data. */
+gsize uds_capture_conn_tee(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd, gsize len, const struct timespec *ts);
 /* Datagram / seqpacket: one message, kept whole (IPv4 fragments when over 65507 bytes). */
 void uds_capture_message(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *data, gsize len,
                          const struct timespec *ts);

@@ -5,7 +5,8 @@
  * a buffer of UDS_FRAME_MAX bytes, or feed arbitrary bytes to uds_frame_meta_parse) and tests can
  * check it byte for byte.  Integers in the structs are in host order; the builders write network order.
  *
- * Frames are Ethernet II + IPv4 + TCP/UDP with correct IPv4 header and TCP/UDP checksums, or Ethernet
+ * Frames are Ethernet II + IPv4 + TCP/UDP with correct IPv4 header and TCP/UDP checksums (but for
+ * the TCP checksum of a payload spliced past user space, left 0), or Ethernet
  * II metadata frames (EtherType 0x88B5).  Payload is copied once into the frame while its checksum is
  * computed over the source in the same pass; a builder can keep fewer payload bytes than it checksums
  * (snap length), so a truncated frame still carries the checksum of the real segment.
@@ -83,6 +84,11 @@ typedef struct {
  * length (headers + copy_len); *wire_len (may be NULL) receives headers + len. */
 gsize uds_frame_tcp(guint8 *out, const UdsFrameEnds *e, guint16 ip_id, const UdsTcpFields *t,
                     const guint8 *payload, gsize len, gsize copy_len, gsize *wire_len);
+/* The headers of such a segment for a payload that is not in memory (the relay spliced it from one
+ * socket to the other and into the capture without reading it): the same frame as uds_frame_tcp but
+ * with TCP checksum 0, which Wireshark shows as unverified.  Writes and returns the header length; the
+ * payload follows it in the capture. */
+gsize uds_frame_tcp_unsummed(guint8 *out, const UdsFrameEnds *e, guint16 ip_id, const UdsTcpFields *t, gsize len);
 /* Header bytes uds_frame_tcp writes before the payload. */
 gsize uds_frame_tcp_header_len(const UdsTcpFields *t);
 

@@ -21,6 +21,7 @@ typedef struct {
 typedef struct {
   guint64 accepted, closed, refused;
   guint64 bytes[2];
+  guint64 spliced[2];        /* of bytes[]: moved by zero copy (src/relay.c) */
 } UdsRelayStats;
 
 /* Runs until SIGTERM/SIGINT/SIGHUP, the capture reader going away, or the capture's frame limit.

@@ -23,6 +23,15 @@
  * and end.  In lossless mode nothing is dropped: the queue may exceed the bound by what the relay has
  * already read, and uds_capture_full() asks the relay to stop reading until the reader catches up.
  *
+ * Spliced payload.  For bulk stream data the relay can move bytes between the two sockets without
+ * reading them (relay.c, "Zero copy"); it then hands the capture a pipe whose head holds those bytes,
+ * and uds_capture_conn_tee() duplicates them (tee(2): page references, no copy) into the capture's own
+ * staging pipe.  The frame headers still go into the queue; a *stage mark* at that point of the queue
+ * says "here come N bytes from the staging pipe", and the flush splices them into the capture fd
+ * between the headers, so the payload never enters user space.  Such frames carry TCP checksum 0.  The
+ * staged bytes count against the same bound as the queue's.  Whatever needs the bytes themselves (the
+ * text view, a libpcap filter, a snap length, -c) keeps the copy path.
+ *
  * Filters.  The client filters decide once per connection, at open (flow->captured).  The libpcap
  * filter runs on every traffic frame (pcap_offline_filter on the dead handle's program); metadata
  * frames of captured connections always pass, as they are not traffic.  With a filter set, frames are
@@ -70,6 +79,12 @@ typedef struct Chunk {
 
 typedef enum { REC_DATA, REC_CONTROL } RecKind;
 
+/* len bytes from the staging pipe go into the stream once the queue has been written up to `at`. */
+typedef struct {
+  guint64 at;
+  gsize len;
+} StageMark;
+
 struct UdsCapture {
   int fd;
   int fd_flags;             /* to put back on free: stdout may be shared with a shell */
@@ -96,6 +111,11 @@ struct UdsCapture {
   Chunk *first, *last, *spare;
   guint nspare;
   gsize queued;
+  guint64 q_in, q_out;      /* bytes ever appended to / written from the queue: where marks point */
+  int stage[2];             /* staging pipe for spliced payload, -1 until first needed */
+  gboolean can_splice;      /* the capture fd takes splice(2) (pipe, FIFO, file, socket) */
+  gsize staged;             /* bytes in the staging pipe not yet written */
+  GQueue marks;             /* StageMark, in stream order */
   int err;                  /* sticky write error */
 
   UdsCaptureStats stats;
@@ -159,6 +179,7 @@ static void q_append(UdsCapture *cap, const void *buf, gsize n)
   }
   cap->last->tail += n;
   cap->queued += n;
+  cap->q_in += n;
 }
 
 static void q_consume(UdsCapture *cap, gsize n)
@@ -168,6 +189,7 @@ static void q_consume(UdsCapture *cap, gsize n)
     gsize k = MIN(n, c->tail - c->head);
     c->head += k;
     cap->queued -= k;
+    cap->q_out += k;
     n -= k;
     if (c->head < c->tail)
       break;
@@ -195,6 +217,10 @@ static void q_clear(UdsCapture *cap)
   cap->last = NULL;
   cap->nspare = 0;
   cap->queued = 0;
+  cap->q_in = cap->q_out = 0;
+  /* The staging pipe's bytes are never written now; the pipe itself goes with the capture. */
+  g_queue_clear_full(&cap->marks, g_free);
+  cap->staged = 0;
 }
 
 /* stdio's side of the queue: libpcap writes records here. */
@@ -220,7 +246,7 @@ static gboolean room_for(UdsCapture *cap, gsize n, RecKind kind)
 {
   if (cap->lossless)
     return TRUE;
-  return cap->queued + n <= cap->bound + (kind == REC_CONTROL ? cap->reserve : 0);
+  return cap->queued + cap->staged + n <= cap->bound + (kind == REC_CONTROL ? cap->reserve : 0);
 }
 
 /* Where to build a frame of up to len bytes so that committing it copies nothing. */
@@ -360,6 +386,14 @@ static void tcp_control(UdsCapture *cap, UdsFlow *flow, int from, guint8 flags, 
   commit(cap, f, caplen, wire, ts);
 }
 
+/* The stream's numbers move with the real bytes, whatever becomes of their frame. */
+static void tcp_advance(UdsFlow *flow, int dir, gsize n)
+{
+  flow->seq[dir] += (guint32)n;
+  flow->unacked[dir] += n;
+  flow->unacked[!dir] = 0;
+}
+
 static void tcp_segment(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *p, gsize n, gboolean psh,
                         const struct timespec *ts)
 {
@@ -369,10 +403,7 @@ static void tcp_segment(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *p
     .flags = UDS_TCP_ACK | (psh ? UDS_TCP_PSH : 0),
     .window = UDS_FRAME_TCP_WINDOW,
   };
-  /* The stream's numbers move with the real bytes, whatever becomes of this frame. */
-  flow->seq[dir] += (guint32)n;
-  flow->unacked[dir] += n;
-  flow->unacked[!dir] = 0;
+  tcp_advance(flow, dir, n);
   if (!usable(cap))
     return;
 
@@ -404,6 +435,15 @@ static void tcp_segment(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *p
   commit(cap, f, hl + keep, wire, ts);
   cap->stats.bytes += n;
   cap->data_frames++;
+}
+
+/* The other side acknowledges every ACK_EVERY bytes, as a real receiver would. */
+static void maybe_ack(UdsCapture *cap, UdsFlow *flow, int dir, const struct timespec *ts)
+{
+  if (flow->unacked[dir] >= ACK_EVERY && usable(cap)) {
+    tcp_control(cap, flow, !dir, UDS_TCP_ACK, FALSE, ts);
+    flow->unacked[dir] = 0;
+  }
 }
 
 /* ---- datagrams ---- */
@@ -573,6 +613,8 @@ UdsCapture *uds_capture_new(int fd, const UdsCaptureOptions *opt, GError **error
 {
   g_autoptr(UdsCapture) cap = g_new0(UdsCapture, 1);
   cap->fd = -1;   /* taken only on success */
+  cap->stage[0] = cap->stage[1] = -1;
+  g_queue_init(&cap->marks);
   cap->format = opt->format;
   cap->path = g_strdup(opt->path ? opt->path : "");
   cap->sock_type = opt->sock_type ? opt->sock_type : SOCK_STREAM;
@@ -636,6 +678,18 @@ UdsCapture *uds_capture_new(int fd, const UdsCaptureOptions *opt, GError **error
   struct stat st;
   if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && fcntl(fd, F_GETPIPE_SZ) < (1 << 20))
     fcntl(fd, F_SETPIPE_SZ, 1 << 20);
+  /* What splice(2) can write to; a terminal (the text view) or a character device cannot take it. */
+  cap->can_splice = cap->format == UDS_FORMAT_PCAP && cap->sock_type == SOCK_STREAM && fstat(fd, &st) == 0 &&
+                    (S_ISFIFO(st.st_mode) || S_ISREG(st.st_mode) || S_ISSOCK(st.st_mode));
+  /* The staging pipe: as large as an unprivileged process may make it, since it holds what the reader
+   * has not taken yet, like the queue.  Made now, so the descriptors held do not depend on traffic. */
+  if (cap->can_splice && pipe2(cap->stage, O_CLOEXEC | O_NONBLOCK) < 0) {
+    uds_debug("capture: no staging pipe (%s): payload is copied", g_strerror(errno));
+    cap->stage[0] = cap->stage[1] = -1;
+    cap->can_splice = FALSE;
+  }
+  if (cap->can_splice && fcntl(cap->stage[1], F_GETPIPE_SZ) < (1 << 20))
+    fcntl(cap->stage[1], F_SETPIPE_SZ, 1 << 20);
 
   /* Success: from here on the fd is ours. */
   cap->fd = fd;
@@ -669,6 +723,9 @@ void uds_capture_free(UdsCapture *cap)
   if (cap->pcap)
     pcap_close(cap->pcap);
   q_clear(cap);
+  for (int i = 0; i < 2; i++)
+    if (cap->stage[i] >= 0)
+      close(cap->stage[i]);
   if (cap->fd >= 0) {
     fcntl(cap->fd, F_SETFL, cap->fd_flags);
     close(cap->fd);
@@ -690,17 +747,25 @@ int uds_capture_fd(UdsCapture *cap)
 
 gboolean uds_capture_wants_write(UdsCapture *cap)
 {
-  return cap->err == 0 && cap->queued > 0;
+  return cap->err == 0 && (cap->queued > 0 || cap->staged > 0);
 }
 
 gboolean uds_capture_full(UdsCapture *cap)
 {
-  return cap->lossless && cap->err == 0 && cap->queued > cap->bound;
+  return cap->lossless && cap->err == 0 && cap->queued + cap->staged > cap->bound;
 }
 
 gboolean uds_capture_done(UdsCapture *cap)
 {
   return cap->max_frames > 0 && cap->data_frames >= cap->max_frames;
+}
+
+static int flush_fail(UdsCapture *cap, int err)
+{
+  cap->err = err;
+  q_clear(cap);
+  errno = cap->err;
+  return -1;
 }
 
 int uds_capture_flush(UdsCapture *cap)
@@ -709,14 +774,34 @@ int uds_capture_flush(UdsCapture *cap)
     errno = cap->err;
     return -1;
   }
-  while (cap->queued > 0) {
+  while (cap->queued > 0 || cap->staged > 0) {
+    StageMark *m = g_queue_peek_head(&cap->marks);
+    if (m && m->at == cap->q_out) {
+      /* Staged payload is next in the stream. */
+      ssize_t k = splice(cap->stage[0], NULL, cap->fd, NULL, m->len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (k < 0) {
+        if (errno == EINTR)
+          continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+          return 0;
+        return flush_fail(cap, errno);
+      }
+      m->len -= (gsize)k;
+      cap->staged -= (gsize)k;
+      if (m->len > 0)
+        return 0;   /* the reader is behind */
+      g_free(g_queue_pop_head(&cap->marks));
+      continue;
+    }
+    /* Queued bytes, up to the next mark. */
+    gsize limit = m ? (gsize)(m->at - cap->q_out) : cap->queued;
     struct iovec iov[16];
     int n = 0;
     gsize total = 0;
-    for (Chunk *c = cap->first; c && n < (int)G_N_ELEMENTS(iov); c = c->next) {
+    for (Chunk *c = cap->first; c && n < (int)G_N_ELEMENTS(iov) && total < limit; c = c->next) {
       if (c->tail > c->head) {
         iov[n].iov_base = c->data + c->head;
-        iov[n].iov_len = c->tail - c->head;
+        iov[n].iov_len = MIN(c->tail - c->head, limit - total);
         total += iov[n].iov_len;
         n++;
       }
@@ -727,10 +812,7 @@ int uds_capture_flush(UdsCapture *cap)
         continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK)
         return 0;
-      cap->err = errno;
-      q_clear(cap);
-      errno = cap->err;
-      return -1;
+      return flush_fail(cap, errno);
     }
     q_consume(cap, (gsize)w);
     if ((gsize)w < total)
@@ -742,8 +824,8 @@ int uds_capture_flush(UdsCapture *cap)
 void uds_capture_finish(UdsCapture *cap, int timeout_ms)
 {
   gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
-  while (cap->err == 0 && cap->queued > 0) {
-    if (uds_capture_flush(cap) < 0 || cap->queued == 0)
+  while (cap->err == 0 && (cap->queued > 0 || cap->staged > 0)) {
+    if (uds_capture_flush(cap) < 0 || (cap->queued == 0 && cap->staged == 0))
       break;
     gint64 left = (deadline - g_get_monotonic_time()) / 1000;
     if (left <= 0)
@@ -755,8 +837,9 @@ void uds_capture_finish(UdsCapture *cap, int timeout_ms)
     if (r == 0)
       break;
   }
-  if (cap->queued > 0 && cap->err == 0)
-    uds_info("capture: the reader took too long; %" G_GSIZE_FORMAT " bytes of capture not written", cap->queued);
+  if (cap->queued + cap->staged > 0 && cap->err == 0)
+    uds_info("capture: the reader took too long; %" G_GSIZE_FORMAT " bytes of capture not written",
+             cap->queued + cap->staged);
 }
 
 void uds_capture_stats(UdsCapture *cap, UdsCaptureStats *out)
@@ -874,10 +957,69 @@ void uds_capture_conn_data(UdsCapture *cap, UdsFlow *flow, int dir, const guint8
     tcp_segment(cap, flow, dir, data + off, seg, off + seg == len, ts);
     off += seg;
   }
-  if (flow->unacked[dir] >= ACK_EVERY && usable(cap)) {
-    tcp_control(cap, flow, !dir, UDS_TCP_ACK, FALSE, ts);
-    flow->unacked[dir] = 0;
+  maybe_ack(cap, flow, dir, ts);
+}
+
+gboolean uds_capture_can_tee(UdsCapture *cap, const UdsFlow *flow, int dir)
+{
+  return cap->can_splice && !cap->have_filter && cap->snap >= UDS_FRAME_TCP_MSS && cap->max_frames == 0 &&
+         cap->sock_type == SOCK_STREAM && usable(cap) && flow->captured && flow->open && !flow->fin[dir];
+}
+
+gsize uds_capture_conn_tee(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd, gsize len, const struct timespec *ts)
+{
+  if (len == 0 || !uds_capture_can_tee(cap, flow, dir))
+    return 0;
+  const gsize hl = UDS_FRAME_ETH_LEN + UDS_FRAME_IP_LEN + UDS_FRAME_TCP_LEN;
+  gsize nseg = (len + UDS_FRAME_TCP_MSS - 1) / UDS_FRAME_TCP_MSS;
+  gsize need = len + nseg * (REC_HDR + hl) + (flow->dropped[dir] ? DROP_NOTE_LEN : 0);
+  if (!room_for(cap, need, REC_DATA) || !note_drop(cap, flow, dir, ts)) {
+    /* Past the bound (never in lossless mode): the frames are dropped as tcp_segment drops them, and
+     * the bytes count as handled, so the relay forwards them without reading them. */
+    for (gsize off = 0; off < len;) {
+      gsize seg = MIN(len - off, (gsize)UDS_FRAME_TCP_MSS);
+      tcp_advance(flow, dir, seg);
+      count_drop(cap, flow, dir, seg);
+      off += seg;
+    }
+    maybe_ack(cap, flow, dir, ts);
+    return len;
   }
+  /* tee takes what the staging pipe has room for, from the head; the relay copies the rest. */
+  ssize_t t = tee(pipe_fd, cap->stage[1], len, SPLICE_F_NONBLOCK);
+  if (t <= 0)
+    return 0;
+  UdsFrameEnds e;
+  flow_ends(flow, dir, &e);
+  for (gsize off = 0; off < (gsize)t;) {
+    gsize seg = MIN((gsize)t - off, (gsize)UDS_FRAME_TCP_MSS);
+    gboolean last = off + seg == len;
+    UdsTcpFields tf = {
+      .seq = flow->seq[dir],
+      .ack = flow->seq[!dir],
+      .flags = UDS_TCP_ACK | (last ? UDS_TCP_PSH : 0),
+      .window = UDS_FRAME_TCP_WINDOW,
+    };
+    tcp_advance(flow, dir, seg);
+    /* libpcap's record header (host order, nanosecond dumper), then the frame's headers; the payload
+     * follows from the staging pipe. */
+    guint8 *rec = q_reserve(cap, REC_HDR + hl);
+    gsize h = uds_frame_tcp_unsummed(rec + REC_HDR, &e, flow->ip_id++, &tf, seg);
+    guint32 rh[4] = { (guint32)ts->tv_sec, (guint32)ts->tv_nsec, (guint32)(h + seg), (guint32)(h + seg) };
+    memcpy(rec, rh, sizeof rh);
+    q_append(cap, rec, REC_HDR + h);
+    StageMark *m = g_new(StageMark, 1);
+    m->at = cap->q_in;
+    m->len = seg;
+    g_queue_push_tail(&cap->marks, m);
+    cap->staged += seg;
+    cap->stats.frames++;
+    cap->stats.bytes += seg;
+    cap->data_frames++;
+    off += seg;
+  }
+  maybe_ack(cap, flow, dir, ts);
+  return (gsize)t;
 }
 
 void uds_capture_message(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *data, gsize len,

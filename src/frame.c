@@ -226,24 +226,22 @@ gsize uds_frame_tcp_header_len(const UdsTcpFields *t)
   return UDS_FRAME_ETH_LEN + UDS_FRAME_IP_LEN + UDS_FRAME_TCP_LEN + (t->syn_options ? UDS_FRAME_TCP_SYN_OPT_LEN : 0);
 }
 
-gsize uds_frame_tcp(guint8 *out, const UdsFrameEnds *e, guint16 ip_id, const UdsTcpFields *t,
-                    const guint8 *payload, gsize len, gsize copy_len, gsize *wire_len)
+/* Ethernet, IPv4 and TCP headers of a segment of len payload bytes, checksum field 0.  Returns where
+ * the TCP header starts; *thl receives its length. */
+static guint8 *put_tcp_headers(guint8 *out, const UdsFrameEnds *e, guint16 ip_id, const UdsTcpFields *t, gsize len,
+                               gsize *thl)
 {
-  if (len > UDS_FRAME_TCP_MSS)
-    len = UDS_FRAME_TCP_MSS;
-  if (copy_len > len)
-    copy_len = len;
-  gsize thl = UDS_FRAME_TCP_LEN + (t->syn_options ? UDS_FRAME_TCP_SYN_OPT_LEN : 0);
+  *thl = UDS_FRAME_TCP_LEN + (t->syn_options ? UDS_FRAME_TCP_SYN_OPT_LEN : 0);
   guint8 *ip = put_eth(out, e, UDS_FRAME_ETHERTYPE_IPV4);
-  guint8 *tcp = put_ip(ip, e, ip_id, UDS_FRAME_PROTO_TCP, UDS_FRAME_IP_LEN + thl + len, IP_DF);
+  guint8 *tcp = put_ip(ip, e, ip_id, UDS_FRAME_PROTO_TCP, UDS_FRAME_IP_LEN + *thl + len, IP_DF);
   put16(tcp, e->src_port);
   put16(tcp + 2, e->dst_port);
   put32(tcp + 4, t->seq);
   put32(tcp + 8, t->ack);
-  tcp[12] = (guint8)((thl / 4) << 4);
+  tcp[12] = (guint8)((*thl / 4) << 4);
   tcp[13] = t->flags;
   put16(tcp + 14, t->window);
-  tcp[16] = tcp[17] = 0;   /* checksum, below */
+  tcp[16] = tcp[17] = 0;   /* checksum */
   tcp[18] = tcp[19] = 0;   /* urgent pointer */
   if (t->syn_options) {
     guint8 *o = tcp + UDS_FRAME_TCP_LEN;
@@ -255,7 +253,19 @@ gsize uds_frame_tcp(guint8 *out, const UdsFrameEnds *e, guint16 ip_id, const Uds
     o[6] = 3;
     o[7] = UDS_FRAME_TCP_WSCALE;
   }
-  guint32 sum = pseudo_sum(ip, UDS_FRAME_PROTO_TCP, (guint32)(thl + len));
+  return tcp;
+}
+
+gsize uds_frame_tcp(guint8 *out, const UdsFrameEnds *e, guint16 ip_id, const UdsTcpFields *t,
+                    const guint8 *payload, gsize len, gsize copy_len, gsize *wire_len)
+{
+  if (len > UDS_FRAME_TCP_MSS)
+    len = UDS_FRAME_TCP_MSS;
+  if (copy_len > len)
+    copy_len = len;
+  gsize thl;
+  guint8 *tcp = put_tcp_headers(out, e, ip_id, t, len, &thl);
+  guint32 sum = pseudo_sum(tcp - UDS_FRAME_IP_LEN, UDS_FRAME_PROTO_TCP, (guint32)(thl + len));
   sum = uds_frame_csum_partial(tcp, thl, sum);
   sum = uds_frame_csum_copy(tcp + thl, payload, len, copy_len, sum);
   store_csum(tcp + 16, sum);
@@ -263,6 +273,15 @@ gsize uds_frame_tcp(guint8 *out, const UdsFrameEnds *e, guint16 ip_id, const Uds
   if (wire_len)
     *wire_len = hl + len;
   return hl + copy_len;
+}
+
+gsize uds_frame_tcp_unsummed(guint8 *out, const UdsFrameEnds *e, guint16 ip_id, const UdsTcpFields *t, gsize len)
+{
+  if (len > UDS_FRAME_TCP_MSS)
+    len = UDS_FRAME_TCP_MSS;
+  gsize thl;
+  guint8 *tcp = put_tcp_headers(out, e, ip_id, t, len, &thl);
+  return (gsize)(tcp + thl - out);
 }
 
 guint uds_frame_dgram_count(gsize len)

@@ -25,6 +25,22 @@
  * Credentials passed explicitly (SCM_CREDENTIALS, what a server with SO_PASSCRED reads) are forwarded
  * as the client's when we may, so journald & co. still attribute messages to the client.
  *
+ * Zero copy.  Bulk stream data (RELAY_SPLICE_MIN bytes or more waiting) is moved without entering
+ * user space: splice(2) from the socket into a pipe, tee(2) of it into the capture (capture.c), splice
+ * from the pipe to the other socket.  Splicing bypasses recvmsg/sendmsg, so it is used only where that
+ * changes nothing the other side can see, checked before every splice:
+ *   - no descriptor waits in the socket's queue (its fdinfo's scm_fds: 0, read after SIOCINQ, which
+ *     bounds the splice to those bytes): a splice would close SCM_RIGHTS descriptors, not pass them;
+ *   - the credentials of the bytes at the head (MSG_PEEK) are the ones the kernel attaches to what we
+ *     send: ours (uid and gid; a privileged relay otherwise forwards the sender's explicitly) and, from
+ *     a client, its own (an explicit SCM_CREDENTIALS claim is forwarded and captured by the copy
+ *     path).  The kernel never splices across a change of credentials (SO_PASSCRED is set), so one
+ *     peek covers a splice.  What remains different is the pid in SCM_CREDENTIALS: ours, as in
+ *     SO_PEERCRED (docs/identity.md);
+ *   - the capture can take the bytes from a pipe (uds_capture_can_tee).
+ * Whatever the server's socket does not take at once, or the capture could not tee, is read out of the
+ * pipe and goes the copy path's way, so the pipe (one per relay) is empty between reads.
+ *
  * Datagram sockets (SOCK_DGRAM) have no connections: each sender address becomes a "flow" with its own
  * upstream socket bound at a private name (so the server's replies find their way back) - see
  * the dgram_* functions.
@@ -48,6 +64,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -59,6 +77,7 @@
 #include <unistd.h>
 
 #define RELAY_CHUNK (256 * 1024)      /* one read; also the bound on a half's pending bytes */
+#define RELAY_SPLICE_MIN (64 * 1024)  /* bytes waiting before zero copy beats recvmsg + sendmsg */
 #define RELAY_READS_PER_WAKEUP 4      /* fairness between busy connections */
 #define RELAY_ACCEPTS_PER_WAKEUP 64
 #define RELAY_MAX_FDS_PER_MSG 253     /* SCM_MAX_FD */
@@ -94,6 +113,7 @@ typedef struct Half {
   int pending_nfds;
   gboolean pending_creds;
   struct ucred creds;
+  int fdinfo;               /* /proc/self/fdinfo/<fd>, opened at the first splice; -1 */
 } Half;
 
 struct Conn {
@@ -125,7 +145,11 @@ struct Relay {
   gboolean timer_armed;
   const char *upstream;     /* where the server is reached: the swap's address, PATH once restored */
   UdsPeer self;
+  uid_t kernel_uid;         /* what the kernel puts in SCM_CREDENTIALS of what we send */
+  gid_t kernel_gid;
   gboolean privileged;
+  int pipe[2];              /* zero copy: [0] read, [1] write; -1 until first needed */
+  gboolean no_splice;       /* this kernel cannot tell queued descriptors (no scm_fds): copy only */
   guint8 *buf;
   GHashTable *dgram_flows;  /* datagram mode: sender address -> DgramFlow */
   UdsRelayStats *stats;
@@ -454,11 +478,12 @@ static gboolean half_flush(Relay *r, Half *h)
       return FALSE;
     }
     if (h->pending_fds) {
-      close_fds(h->pending_fds, h->pending_nfds);
+      close_fds(h->pending_fds, h->pending_nfds);   /* sent: they went with the first byte */
       g_clear_pointer(&h->pending_fds, g_free);
       h->pending_nfds = 0;
     }
-    h->pending_creds = FALSE;
+    /* The credentials stay: every byte must go with them, or the rest would reach the server with
+     * ours. */
     h->pending_off += n;
     h->pending_len -= n;
     if (r->cfg->sock_type == SOCK_SEQPACKET)
@@ -467,6 +492,7 @@ static gboolean half_flush(Relay *r, Half *h)
   if (h->pending_len == 0) {
     g_clear_pointer(&h->pending, g_free);
     h->pending_off = 0;
+    h->pending_creds = FALSE;
     if (h->shut_pending)
       half_shutdown_write(h);
   }
@@ -499,12 +525,175 @@ static gboolean half_read_done(Relay *r, Half *h, const struct timespec *ts)
   return TRUE;
 }
 
+/* ---- zero copy (see the top of this file) ---- */
+
+/* Descriptors waiting in h's receive queue: 0, >0, or -1 when the kernel does not say. */
+static int queued_fds(Relay *r, Half *h)
+{
+  if (h->fdinfo < 0) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", h->fd);
+    h->fdinfo = open(path, O_RDONLY | O_CLOEXEC);
+    if (h->fdinfo < 0)
+      return -1;
+  }
+  char buf[512];
+  ssize_t n = pread(h->fdinfo, buf, sizeof buf - 1, 0);
+  if (n <= 0)
+    return -1;
+  buf[n] = '\0';
+  const char *p = strstr(buf, "\nscm_fds:");
+  if (!p) {
+    uds_debug("this kernel does not show queued descriptors (scm_fds): no zero copy");
+    r->no_splice = TRUE;
+    return -1;
+  }
+  return atoi(p + 10);
+}
+
+/* Whether bytes sent with these credentials may go out with ours (see the top of this file). */
+static gboolean splice_creds_ok(Relay *r, Half *h)
+{
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * 4) + CMSG_SPACE(sizeof(struct ucred))];
+    struct cmsghdr align;
+  } u;
+  char byte;
+  struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+  struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+  if (recvmsg(h->fd, &msg, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC) != 1)
+    return FALSE;
+  gboolean have = FALSE, ok = TRUE;
+  struct ucred cr;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS && cm->cmsg_len >= CMSG_LEN(sizeof cr)) {
+      memcpy(&cr, CMSG_DATA(cm), sizeof cr);
+      have = TRUE;
+    } else if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+      /* Cannot be (scm_fds was 0 for these bytes); a peek duplicates them into us: close, and copy. */
+      int k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+      for (int i = 0; i < k; i++) {
+        int fd;
+        memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
+        close(fd);
+      }
+      ok = FALSE;
+    }
+  }
+  if (!have || !ok || (msg.msg_flags & MSG_CTRUNC))
+    return FALSE;
+  if (r->privileged && (cr.uid != r->kernel_uid || cr.gid != r->kernel_gid))
+    return FALSE;
+  const UdsPeer *p = &h->conn->peer;
+  if (h->dir == UDS_DIR_C2S && (cr.pid != p->pid || cr.uid != p->uid || cr.gid != p->gid))
+    return FALSE;
+  return TRUE;
+}
+
+/* The relay's pipe, made once at the start (stream sockets only), so that the descriptors a capture
+ * holds do not depend on its traffic.  Without it, everything is copied. */
+static void pipe_open(Relay *r)
+{
+  if (pipe2(r->pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+    uds_debug("no pipe for zero copy (%s): relayed bytes are copied", g_strerror(errno));
+    r->pipe[0] = r->pipe[1] = -1;
+    r->no_splice = TRUE;
+    return;
+  }
+  /* One splice takes at most RELAY_CHUNK bytes, in up to one page per pipe slot. */
+  if (fcntl(r->pipe[1], F_GETPIPE_SZ) < (1 << 20))
+    fcntl(r->pipe[1], F_SETPIPE_SZ, 1 << 20);
+}
+
+/* Moves one splice's worth of h's queued bytes to its peer without reading them.  Returns 1 when it
+ * did (or the connection ended: *closed), 0 when the copy path must take what is queued. */
+static int half_splice(Relay *r, Half *h, gboolean *closed)
+{
+  Conn *c = h->conn;
+  Half *o = h->peer;
+  *closed = FALSE;
+  if (r->cfg->sock_type != SOCK_STREAM || r->no_splice || o->fd < 0 || o->pending_len > 0 || o->shut_done)
+    return 0;
+  gboolean captured = r->cap && c->flow.captured;
+  if (captured && !uds_capture_can_tee(r->cap, &c->flow, h->dir))
+    return 0;
+  int inq = 0;
+  if (ioctl(h->fd, SIOCINQ, &inq) < 0 || inq < RELAY_SPLICE_MIN)
+    return 0;
+  if (queued_fds(r, h) != 0 || !splice_creds_ok(r, h))
+    return 0;
+  ssize_t m = splice(h->fd, NULL, r->pipe[1], NULL, MIN((gsize)inq, (gsize)RELAY_CHUNK),
+                     SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+  if (m <= 0)
+    return 0;   /* recvmsg will say why */
+  struct timespec ts;
+  now(&ts);
+  gsize t = captured ? uds_capture_conn_tee(r->cap, &c->flow, h->dir, r->pipe[0], (gsize)m, &ts) : (gsize)m;
+  if (r->stats)
+    r->stats->bytes[h->dir] += m;
+  gsize sent = 0;
+  int err = 0;
+  while (sent < t) {
+    ssize_t k = splice(r->pipe[0], NULL, o->fd, NULL, t - sent, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (k > 0) {
+      sent += (gsize)k;
+    } else if (k < 0 && errno == EINTR) {
+      continue;
+    } else {
+      if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)
+        err = errno;
+      break;
+    }
+  }
+  /* The rest comes out of the pipe, which must be empty for the next splice: bytes the capture has
+   * (sent..t) and bytes it still needs (t..m), in that order. */
+  gsize rest = (gsize)m - sent;
+  for (gsize got = 0; got < rest;) {
+    ssize_t k = read(r->pipe[0], r->buf + got, rest - got);
+    if (k <= 0 && !(k < 0 && errno == EINTR))
+      abort();   /* our own pipe holds exactly these bytes: nothing else can happen */
+    if (k > 0)
+      got += (gsize)k;
+  }
+  if (r->stats)
+    r->stats->spliced[h->dir] += sent;
+  if (captured && t < (gsize)m)
+    uds_capture_conn_data(r->cap, &c->flow, h->dir, r->buf + (t - sent), (gsize)m - t, &ts);
+  if (err) {
+    relay_close(r, c, err == EPIPE ? "peer closed" : g_strerror(err));
+    *closed = TRUE;
+    return 1;
+  }
+  if (rest > 0) {
+    ssize_t k = half_send(r, o, r->buf, rest, NULL, 0, NULL);
+    if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
+      relay_close(r, c, errno == EPIPE ? "peer closed" : g_strerror(errno));
+      *closed = TRUE;
+      return 1;
+    }
+    gsize from = k > 0 ? (gsize)k : 0;
+    if (from < rest) {
+      o->pending = g_memdup2(r->buf + from, rest - from);
+      o->pending_len = rest - from;
+      o->pending_off = 0;
+      half_update(r, o);
+    }
+  }
+  return 1;
+}
+
 /* Reads from h and forwards to its peer.  Returns FALSE when the connection was closed. */
 static gboolean half_read(Relay *r, Half *h)
 {
   Conn *c = h->conn;
   Half *o = h->peer;
   for (int round = 0; round < RELAY_READS_PER_WAKEUP && half_wants_read(r, h); round++) {
+    gboolean closed;
+    if (half_splice(r, h, &closed)) {
+      if (closed)
+        return FALSE;
+      continue;
+    }
     union {
       char buf[CMSG_SPACE(sizeof(int) * RELAY_MAX_FDS_PER_MSG) + CMSG_SPACE(sizeof(struct ucred))];
       struct cmsghdr align;
@@ -602,21 +791,22 @@ static gboolean half_read(Relay *r, Half *h)
       close_fds(fds, nfds);
       continue;
     }
-    /* The peer's socket is full: keep the rest (and, if nothing went, the ancillary data) on the
-     * peer half; this half stops reading until it drains.  (seqpacket: sent is n or -1.) */
+    /* The peer's socket is full: keep the rest on the peer half, with the credentials it came with
+     * (every byte carries them) and, if nothing went, the descriptors (they go with the first byte);
+     * this half stops reading until it drains.  (seqpacket: sent is n or -1.) */
     gsize from = sent > 0 ? (gsize)sent : 0;
     o->pending = g_memdup2(r->buf + from, n - from);
     o->pending_len = n - from;
     o->pending_off = 0;
-    if (sent < 0 && (nfds > 0 || fwd_creds)) {
-      o->pending_fds = nfds ? g_memdup2(fds, sizeof(int) * nfds) : NULL;
+    if (sent < 0 && nfds > 0) {
+      o->pending_fds = g_memdup2(fds, sizeof(int) * nfds);
       o->pending_nfds = nfds;
-      if (fwd_creds) {
-        o->pending_creds = TRUE;
-        o->creds = *fwd_creds;
-      }
     } else {
       close_fds(fds, nfds);
+    }
+    if (fwd_creds) {
+      o->pending_creds = TRUE;
+      o->creds = *fwd_creds;
     }
     half_update(r, h);
     half_update(r, o);
@@ -657,6 +847,10 @@ static void relay_close(Relay *r, Conn *c, const char *why)
       close(h->fd);
       h->fd = -1;
     }
+    if (h->fdinfo >= 0) {
+      close(h->fdinfo);
+      h->fdinfo = -1;
+    }
   }
   conn_unlink(r, c);
   if (r->stats)
@@ -682,6 +876,7 @@ static void half_init(Half *h, Conn *c, Half *peer, int fd, int dir)
   h->fd = fd;
   h->dir = dir;
   h->mask = 0xffffffffu;   /* not registered yet */
+  h->fdinfo = -1;
 }
 
 /* Upstream is connected (or the fd is in progress): start relaying. */
@@ -727,6 +922,16 @@ static void conn_try_connect(Relay *r, Conn *c)
   relay_close(r, c, "upstream connect failed");
 }
 
+/* SO_PASSCRED on the listener: datagrams then always say who sent them, and accepted sockets inherit
+ * it from the start.  Set after accept(), bytes a client sent in between would come without
+ * credentials (pid 0, the overflow uid), to be forwarded as nobody's. */
+static void listen_passcred(int fd)
+{
+  int one = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one) < 0)
+    uds_warn("SO_PASSCRED: %s", g_strerror(errno));
+}
+
 static void relay_accept(Relay *r)
 {
   for (int i = 0; i < RELAY_ACCEPTS_PER_WAKEUP; i++) {
@@ -752,8 +957,7 @@ static void relay_accept(Relay *r)
     r->nconns++;
     if (r->stats)
       r->stats->accepted++;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one);
+    /* SO_PASSCRED came from the listener (listen_passcred). */
     if (!uds_peer_from_fd(fd, &c->peer)) {
       uds_warn("SO_PEERCRED: %s", g_strerror(errno));
       relay_close(r, c, "no peer credentials");
@@ -1293,6 +1497,8 @@ static void on_watch(Relay *r)
     close(r->listen_fd);
   }
   r->listen_fd = newfd;
+  if (newfd >= 0)
+    listen_passcred(newfd);
   r->listen_mask = 0xffffffffu;
   update_listener(r);
 }
@@ -1464,7 +1670,15 @@ static gboolean hand_over_to_drain(Relay *r)
   ep_set(r, r->timer_fd, &m, EPOLLIN, &r->timer_tag);
   r->stop = FALSE;
   r->stats = NULL;
+  /* /proc/self of the parent: this process must open its own.  (The pipe is empty between reads;
+   * the parent, which shares it, no longer uses it.) */
   for (Conn *c = r->conns; c; c = c->next) {
+    for (int i = 0; i < 2; i++) {
+      Half *h = i ? &c->server : &c->client;
+      if (h->fdinfo >= 0)
+        close(h->fdinfo);
+      h->fdinfo = -1;
+    }
     c->flow.captured = FALSE;
     c->client.mask = c->server.mask = 0xffffffffu;
     half_update(r, &c->client);
@@ -1485,6 +1699,9 @@ static void relay_release(Relay *r)
     close(r->signal_fd);
   if (r->timer_fd >= 0)
     close(r->timer_fd);
+  for (int i = 0; i < 2; i++)
+    if (r->pipe[i] >= 0)
+      close(r->pipe[i]);
   g_free(r->buf);
   g_free(r->stop_reason);
 }
@@ -1506,7 +1723,11 @@ gboolean uds_relay_run(const UdsRelayConfig *cfg, UdsRelayStats *stats, GError *
   r->listen_mask = r->capture_mask = 0xffffffffu;
   r->upstream = cfg->upstream;
   uds_peer_self(&r->self);
+  r->kernel_uid = getuid();
+  r->kernel_gid = getgid();
   r->privileged = geteuid() == 0;
+  r->pipe[0] = r->pipe[1] = -1;
+  r->no_splice = TRUE;
   r->buf = g_malloc(MAX(RELAY_CHUNK, DGRAM_MAX));
   r->dgram_flows = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, dgram_flow_free);
   raise_nofile();
@@ -1519,10 +1740,11 @@ gboolean uds_relay_run(const UdsRelayConfig *cfg, UdsRelayStats *stats, GError *
     relay_release(r);
     return FALSE;
   }
-  if (cfg->sock_type == SOCK_DGRAM) {
-    int one = 1;
-    setsockopt(r->listen_fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one);
+  if (cfg->sock_type == SOCK_STREAM) {
+    r->no_splice = FALSE;
+    pipe_open(r);
   }
+  listen_passcred(r->listen_fd);
   guint32 m = 0xffffffffu;
   ep_set(r, r->signal_fd, &m, EPOLLIN, &r->signal_tag);
   m = 0xffffffffu;
@@ -1562,6 +1784,10 @@ gboolean uds_relay_run(const UdsRelayConfig *cfg, UdsRelayStats *stats, GError *
   if (r->progress_shown)
     fputc('\n', stderr);
   /* ---- stop: PATH first, then the backlog, then the capture, then the open connections ---- */
+  if (r->stats)
+    uds_debug("zero copy moved %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " bytes to the server, %" G_GUINT64_FORMAT
+              " of %" G_GUINT64_FORMAT " back", r->stats->spliced[0], r->stats->bytes[0], r->stats->spliced[1],
+              r->stats->bytes[1]);
   uds_info("stopping: %s", r->stop_reason ? r->stop_reason : r->reader_gone ? "capture reader went away" : "done");
   gboolean ok = TRUE;
   if (cfg->swap) {

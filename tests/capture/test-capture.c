@@ -235,6 +235,27 @@ static guint tshark_count(const char *file, const char *filter)
   return count_lines(out);
 }
 
+/* The bytes missing between the server's (port 80) data segments, by their sequence numbers; *seen
+ * (may be NULL) receives the bytes the segments carry. */
+static guint64 seq_gaps(const char *file, guint64 *seen)
+{
+  g_autofree char *segs = tshark_run("-r", file, "-Y", "tcp.srcport == 80 && tcp.len > 0", "-T", "fields",
+                                     "-e", "tcp.seq", "-e", "tcp.len", NULL);
+  g_auto(GStrv) lines = g_strsplit(segs, "\n", -1);
+  guint64 next = 0, gap = 0, total = 0;
+  for (guint i = 0; lines[i] && *lines[i]; i++) {
+    g_auto(GStrv) fld = g_strsplit(lines[i], "\t", -1);
+    guint64 seq = g_ascii_strtoull(fld[0], NULL, 10), len = g_ascii_strtoull(fld[1], NULL, 10);
+    if (next && seq != next)
+      gap += seq - next;
+    next = seq + len;
+    total += len;
+  }
+  if (seen)
+    *seen = total;
+  return gap;
+}
+
 /* ---- a scripted HTTP/1.1 workload ---- */
 
 typedef struct {
@@ -580,18 +601,7 @@ static void test_drop(Fixture *f, gconstpointer data)
   }
   /* Wireshark: "previous segment not captured" where the gap is, and the gap is the dropped bytes. */
   g_assert_cmpuint(tshark_count(f->file, "tcp.analysis.lost_segment"), ==, 1);
-  g_autofree char *segs = tshark_run("-r", f->file, "-Y", "tcp.srcport == 80 && tcp.len > 0", "-T", "fields",
-                                     "-e", "tcp.seq", "-e", "tcp.len", "-e", "tcp.analysis.lost_segment", NULL);
-  g_auto(GStrv) lines = g_strsplit(segs, "\n", -1);
-  guint64 next = 0, gap = 0;
-  for (guint i = 0; lines[i] && *lines[i]; i++) {
-    g_auto(GStrv) fld = g_strsplit(lines[i], "\t", -1);
-    guint64 seq = g_ascii_strtoull(fld[0], NULL, 10), len = g_ascii_strtoull(fld[1], NULL, 10);
-    if (next && seq != next)
-      gap += seq - next;
-    next = seq + len;
-  }
-  g_assert_cmpuint(gap, ==, dropped);
+  g_assert_cmpuint(seq_gaps(f->file, NULL), ==, dropped);
   /* The handshake and both FINs survived the flood (control frames have a reserve). */
   g_assert_cmpuint(tshark_count(f->file, "tcp.flags.syn == 1"), ==, 2);
   g_assert_cmpuint(tshark_count(f->file, "tcp.flags.fin == 1"), ==, 2);
@@ -1003,6 +1013,156 @@ static void test_text(Fixture *f, gconstpointer data)
   g_assert_nonnull(strstr(text2, "<- /run/test/text.sock  1 bytes\n00000000  5a "));
 }
 
+/* ---- zero copy: payload captured from a pipe (uds_capture_conn_tee) ---- */
+
+/* Puts n bytes in a pipe, as the relay's splice from a socket would. */
+static int pipe_with(const guint8 *p, gsize n)
+{
+  int fds[2];
+  g_assert_cmpint(pipe2(fds, O_CLOEXEC | O_NONBLOCK), ==, 0);
+  g_assert_cmpint(fcntl(fds[1], F_SETPIPE_SZ, 1 << 20), >=, (int)n);
+  g_assert_cmpint(write(fds[1], p, n), ==, (gssize)n);
+  close(fds[1]);
+  return fds[0];
+}
+
+/* What the relay does with one splice's bytes: the capture tees what it can, the relay forwards them
+ * (here: reads them out of the pipe) and hands the rest to the copy path. */
+static gsize tee_or_copy(Fixture *f, UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *p, gsize n)
+{
+  int rd = pipe_with(p, n);
+  gsize t = uds_capture_conn_tee(cap, flow, dir, rd, n, tick(f));
+  g_assert_cmpuint(t, <=, n);
+  g_autofree guint8 *out = g_malloc(n);
+  g_assert_cmpint(read(rd, out, n), ==, (gssize)n);   /* tee left the bytes where they were */
+  g_assert_cmpmem(out, n, p, n);
+  close(rd);
+  if (t < n)
+    uds_capture_conn_data(cap, flow, dir, p + t, n - t, tick(f));
+  return t;
+}
+
+static void test_tee(Fixture *f, gconstpointer data)
+{
+  UdsCaptureOptions opt = default_options("/run/test/tee.sock");
+  UdsCapture *cap = capture_to_file(f->file, &opt);
+  UdsPeer peer = make_peer(77, 0, "bulk");
+  UdsConnMeta meta = { .client = &peer };
+  UdsFlow flow;
+  uds_capture_conn_open(cap, &flow, &meta, tick(f));
+  g_autoptr(GByteArray) want0 = g_byte_array_new(), want1 = g_byte_array_new();
+  gsize teed = 0;
+  for (guint i = 0; i < 12; i++) {
+    /* A small request by copy, then a reply of up to 300 kB by tee: both kinds interleave in the
+     * stream, and records written from memory and from the staging pipe keep their order. */
+    g_autoptr(GBytes) req = http_request(1, i);
+    uds_capture_conn_data(cap, &flow, UDS_DIR_C2S, g_bytes_get_data(req, NULL), g_bytes_get_size(req), tick(f));
+    g_byte_array_append(want0, g_bytes_get_data(req, NULL), g_bytes_get_size(req));
+    g_autoptr(GBytes) body = random_bytes(f->rand, 65536 + i * 20000);
+    gsize n;
+    const guint8 *p = g_bytes_get_data(body, &n);
+    teed += tee_or_copy(f, cap, &flow, UDS_DIR_S2C, p, n);
+    g_byte_array_append(want1, p, n);
+    if (i % 3 == 0)
+      g_assert_cmpint(uds_capture_flush(cap), ==, 0);
+  }
+  g_assert_cmpuint(teed, ==, want1->len);   /* a reader that keeps up: all of it by tee */
+  uds_capture_conn_shutdown(cap, &flow, UDS_DIR_C2S, tick(f));
+  uds_capture_conn_shutdown(cap, &flow, UDS_DIR_S2C, tick(f));
+  uds_capture_conn_close(cap, &flow, tick(f));
+  UdsCaptureStats st;
+  capture_end(cap, &st);
+  g_assert_cmpuint(st.dropped_frames, ==, 0);
+  g_assert_cmpuint(st.bytes, ==, want0->len + want1->len);
+
+  /* tshark: the same bytes, no analysis remark, nothing malformed; checksums right on copied frames
+   * and 0 (unverified) exactly on the teed ones. */
+  GByteArray *got[2] = { g_byte_array_new(), g_byte_array_new() };
+  follow_stream(f->file, "tcp", 0, got, NULL);
+  g_assert_cmpmem(got[0]->data, got[0]->len, want0->data, want0->len);
+  g_assert_cmpmem(got[1]->data, got[1]->len, want1->data, want1->len);
+  g_byte_array_unref(got[0]);
+  g_byte_array_unref(got[1]);
+  g_autofree char *flags = tshark_run("-r", f->file, "-Y", "tcp.analysis.flags || _ws.malformed", "-T", "fields",
+                                      "-e", "frame.number", NULL);
+  g_assert_cmpstr(flags, ==, "");
+  g_autofree char *bad = tshark_run("-r", f->file, "-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE",
+                                    "-Y", "ip.checksum.status != 1 || (tcp.checksum.status != 1 && tcp.checksum != 0) || "
+                                    "(tcp.checksum == 0 && !(tcp.srcport == 80 && tcp.len > 0))",
+                                    "-T", "fields", "-e", "frame.number", NULL);
+  g_assert_cmpstr(bad, ==, "");
+  guint frames;
+  g_autoptr(GPtrArray) metas = read_meta(f->file, &frames);
+  g_assert_cmpuint(frames, ==, st.frames);
+  g_assert_cmpuint(tshark_count(f->file, "tcp.checksum == 0"), >=, 12);
+}
+
+/* Past the bound, teed bytes are dropped and reported like copied ones: counted, a DROP frame before
+ * the next frame that fits, and a sequence gap of exactly the bytes lost. */
+static void test_tee_drop(Fixture *f, gconstpointer data)
+{
+  UdsCaptureOptions opt = default_options("/run/test/teedrop.sock");
+  opt.buffer_bytes = 256 * 1024;
+  int pfd[2];
+  g_assert_cmpint(pipe2(pfd, O_CLOEXEC), ==, 0);
+  g_autoptr(GError) error = NULL;
+  UdsCapture *cap = uds_capture_new(pfd[1], &opt, &error);
+  g_assert_no_error(error);
+  /* The reader: a child copying the pipe to the file (started later: nobody reads at first). */
+  UdsPeer peer = make_peer(78, 0, "bulk");
+  UdsConnMeta meta = { .client = &peer };
+  UdsFlow flow;
+  uds_capture_conn_open(cap, &flow, &meta, tick(f));
+  g_autoptr(GBytes) body = random_bytes(f->rand, 6 * 1000 * 1000);
+  gsize total;
+  const guint8 *p = g_bytes_get_data(body, &total);
+  gsize off = 0;
+  while (off < 3 * 1000 * 1000) {   /* nobody reads: the pipe (1 MiB) and the bound fill, then drops */
+    tee_or_copy(f, cap, &flow, UDS_DIR_S2C, p + off, 200000);
+    off += 200000;
+    uds_capture_flush(cap);
+  }
+  UdsCaptureStats st;
+  uds_capture_stats(cap, &st);
+  g_assert_cmpuint(st.dropped_bytes, >, 0);
+  guint64 dropped = st.dropped_bytes;
+  pid_t child = fork();
+  g_assert_cmpint(child, >=, 0);
+  if (child == 0) {
+    close(pfd[1]);
+    int out = open(f->file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    char buf[65536];
+    ssize_t k;
+    while ((k = read(pfd[0], buf, sizeof buf)) > 0)
+      if (write(out, buf, (size_t)k) != k)
+        _exit(1);
+    _exit(0);
+  }
+  close(pfd[0]);
+  while (off < total) {   /* the reader keeps up now: captured again, after the DROP report */
+    gsize k = MIN(total - off, 200000);
+    while (uds_capture_wants_write(cap)) {
+      struct pollfd q = { .fd = uds_capture_fd(cap), .events = POLLOUT };
+      g_assert_cmpint(poll(&q, 1, 10000), ==, 1);
+      g_assert_cmpint(uds_capture_flush(cap), ==, 0);
+    }
+    tee_or_copy(f, cap, &flow, UDS_DIR_S2C, p + off, k);
+    off += k;
+  }
+  uds_capture_conn_close(cap, &flow, tick(f));
+  capture_end(cap, &st);
+  int status;
+  g_assert_cmpint(waitpid(child, &status, 0), ==, child);
+  g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  g_assert_cmpuint(st.dropped_bytes, ==, dropped);
+  g_assert_cmpuint(st.bytes + st.dropped_bytes, ==, total);
+  g_autoptr(GPtrArray) metas = read_meta(f->file, NULL);
+  g_assert_cmpuint(count_meta(metas, UDS_META_DROP), ==, 1);
+  guint64 seen;
+  g_assert_cmpuint(seq_gaps(f->file, &seen), ==, dropped);
+  g_assert_cmpuint(seen, ==, st.bytes);
+}
+
 int main(int argc, char **argv)
 {
   g_test_init(&argc, &argv, NULL);
@@ -1024,6 +1184,8 @@ int main(int argc, char **argv)
   ADD("max-frames", test_max_frames);
   ADD("ancillary", test_ancillary);
   ADD("text", test_text);
+  ADD("tee", test_tee);
+  ADD("tee-drop", test_tee_drop);
   int rc = g_test_run();
   tshark_teardown();
   return rc;

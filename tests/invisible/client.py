@@ -7,8 +7,11 @@
   client.py dgram PATH BIND      bind BIND, send one datagram, wait for the reply
   client.py send PATH            connect, send one message, exit at once (no answer awaited)
   client.py dgramsend PATH [BIND]  send one datagram (from BIND, removed afterwards), exit at once
+  client.py bulk PATH N          to an echo_server "credsink" server: N random bytes, half-close, read
+                                 the server's "<total> <sha256>" line; {"pid", "sent": sha256, "reply"}
 """
 import errno
+import hashlib
 import json
 import os
 import socket
@@ -113,9 +116,21 @@ def dgramsend(path, bind=None):
     return {"result": "ok", "pid": os.getpid()}
 
 
+def bulk(path, n):
+    data = os.urandom(int(n))
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(TIMEOUT)
+    s.connect(path)
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    return {"result": "ok", "pid": os.getpid(), "sent": "%d %s" % (len(data), hashlib.sha256(data).hexdigest()),
+            "reply": read_line(s)}
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
-    res = {"whoami": whoami, "creds": creds, "dgram": dgram, "send": send, "dgramsend": dgramsend}[cmd](*args)
+    res = {"whoami": whoami, "creds": creds, "dgram": dgram, "send": send, "dgramsend": dgramsend,
+           "bulk": bulk}[cmd](*args)
     print(json.dumps(res), flush=True)
 
 

@@ -20,6 +20,7 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -36,6 +37,7 @@ from udstest import (ECHO_SERVER, IN_CLOSE_WRITE, IN_CREATE, UDSDUMP, DirWatch, 
                      tshark)  # noqa: E402
 
 CLIENT = os.path.join(HERE, "client.py")
+from client import read_line  # noqa: E402
 U, G = 4242, 4242            # the "other user" of these tests
 U2 = 4343                    # a third identity
 GRP_A, GRP_B, GRP_SOCK = 4250, 4251, 4300
@@ -430,11 +432,15 @@ class InvisibleTest(UdsTestCase):
         self.assertEqual(u32(tlv(s2c[0], TLV_FD_COUNT)), 1)
         self.assertTrue(tlv(s2c[0], TLV_FD_DESC).decode().startswith("pipe"))
         # and the capture holds the client's bytes unaltered around them
-        follow = tshark("-r", pcap, "-q", "-z", "follow,tcp,raw,0", home=self.home)
-        sent = b"".join(bytes.fromhex(line.strip()) for line in follow.splitlines()
+        sent = self.captured_c2s(pcap, 0)
+        self.assertEqual(sent[:len(before) + len(middle) + len(after)], before + middle + after)
+
+    def captured_c2s(self, pcap, stream):
+        """The client's bytes of TCP stream `stream` as the capture holds them (tshark's Follow Stream)."""
+        follow = tshark("-r", pcap, "-q", "-z", "follow,tcp,raw,%d" % stream, home=self.home)
+        return b"".join(bytes.fromhex(line.strip()) for line in follow.splitlines()
                         if line and not line.startswith(("=", "Follow", "Filter", "Node", "\t")) and
                         all(c in "0123456789abcdef" for c in line.strip()))
-        self.assertEqual(sent[:len(before) + len(middle) + len(after)], before + middle + after)
 
     # ---- 4. credentials ----
 
@@ -807,6 +813,112 @@ class InvisibleTest(UdsTestCase):
         self.assertIn("truncated", self.read_log(p))
         c.close()
         self.stop_capture(p)
+
+    # ---- 6. zero copy ----
+    # Bulk stream data is spliced from socket to socket (src/relay.c, "Zero copy") only where that
+    # changes nothing for the receiver.  Each scenario below queues, with udsdump stopped, bulk bytes
+    # (enough to be spliced) followed by what a splice would lose, then lets udsdump go on.
+
+    def zero_copy_moved(self, p):
+        """(to the server, back): bytes udsdump moved by zero copy, from its log."""
+        m = re.search(r"zero copy moved (\d+) of \d+ bytes to the server, (\d+) of \d+ back", self.read_log(p))
+        self.assertIsNotNone(m, "udsdump logged no zero copy summary")
+        return int(m.group(1)), int(m.group(2))
+
+    def bulk_socket(self, path):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(30)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)  # the queued head below fits at once
+        s.connect(path)
+        return s
+
+    def test_zero_copy_never_speaks_for_another_user(self):
+        # Spliced bytes reach the server with udsdump's credentials; another user's must keep theirs.
+        path = os.path.join(self.tmp, "zc-user.sock")
+        rec = os.path.join(self.tmp, "zc-user.rec")
+        self.start_server(path, "credsink", record=rec)
+        p = self.start_capture(path)
+        out = self.client((U, G, ()), "bulk", path, str(8 << 20))
+        self.assertEqual(out["reply"], out["sent"], "the server got every byte, unaltered")
+        lines = record_lines(rec)
+        self.assertEqual(lines[-1][0], "end")
+
+        self.assertEqual({tuple(ln[:3]) for ln in lines[:-1]}, {(str(out["pid"]), str(U), str(G))},
+                         "every read of the server carries the client's pid, uid and gid")
+        self.stop_capture(p)
+        self.assertEqual(self.zero_copy_moved(p)[0], 0, "another user's bytes are copied, never spliced")
+
+    def test_zero_copy_stops_at_explicit_credentials(self):
+        # root's own bulk is spliced, but the message it sends with explicit credentials (here: another
+        # uid, which root may claim) reaches the server with exactly those credentials.
+        path = os.path.join(self.tmp, "zc-creds.sock")
+        rec = os.path.join(self.tmp, "zc-creds.rec")
+        self.start_server(path, "credsink", record=rec)
+        p = self.start_capture(path)
+        head, claim, tail = os.urandom(96 * 1024), os.urandom(100), os.urandom(4 << 20)
+        with self.bulk_socket(path) as s:
+            p.send_signal(signal.SIGSTOP)
+            try:
+                s.sendall(head)
+                s.sendmsg([claim], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS,
+                                     struct.pack("3i", os.getpid(), U, G))])
+            finally:
+                p.send_signal(signal.SIGCONT)
+            s.sendall(tail)
+            s.shutdown(socket.SHUT_WR)
+            reply = read_line(s)
+        data = head + claim + tail
+        self.assertEqual(reply, "%d %s" % (len(data), sha(data).decode()), "the server got every byte, unaltered")
+        lines = record_lines(rec)[:-1]
+        claimed = [ln for ln in lines if ln[1] == str(U)]
+        self.assertEqual([ln[:3] for ln in claimed], [[str(os.getpid()), str(U), str(G)]],
+                         "the explicit credentials reach the server once, as they were sent")
+        self.assertEqual(int(claimed[0][3]), len(claim), "with exactly the bytes they came with")
+        self.assertEqual({ln[0] for ln in lines if ln[1] != str(U)} - {str(os.getpid()), str(p.pid)}, set())
+        self.assertEqual({(ln[1], ln[2]) for ln in lines if ln[1] != str(U)}, {("0", "0")})
+        pcap = self.stop_capture(p)
+        self.assertGreater(self.zero_copy_moved(p)[0], 0, "root's own bulk bytes were spliced")
+        anc = [f for f in meta_frames(pcap, self.home) if f["type"] == META_ANCILLARY and f["dir"] == 0]
+        self.assertEqual([u32(tlv(f, TLV_CRED_UID)) for f in anc], [U], "the capture records the claim")
+        self.assertEqual(self.captured_c2s(pcap, 0), data, "the capture holds every byte, spliced or not")
+
+    def test_zero_copy_never_drops_descriptors(self):
+        # A splice would close descriptors queued with the bytes (SCM_RIGHTS); they must arrive.
+        path = os.path.join(self.tmp, "zc-fd.sock")
+        self.start_server(path, "fdecho")
+        p = self.start_capture(path, "--lossless")
+        head, middle, tail = os.urandom(96 * 1024), os.urandom(777), os.urandom(1 << 20)
+        with self.bulk_socket(path) as s:
+            r, w = os.pipe()
+            os.write(w, b"pipe content\n")
+            os.close(w)
+            p.send_signal(signal.SIGSTOP)
+            try:
+                s.sendall(head)
+                socket.send_fds(s, [middle], [r])
+            finally:
+                p.send_signal(signal.SIGCONT)
+                os.close(r)
+            sender = threading.Thread(target=lambda: (s.sendall(tail), s.shutdown(socket.SHUT_WR)), daemon=True)
+            sender.start()
+            rd, got, fds, with_fd = Reader(s), b"", [], []
+            while len(got) < len(head) + len(middle) + len(tail):
+                data, heads = self.fd_record(rd, fds)
+                if heads:
+                    with_fd.append((len(got), heads))
+                got += data
+            sender.join(30)
+        self.assertEqual(got, head + middle + tail)
+        self.assertEqual([h for _, h in with_fd], [[b"pipe content\n"]], "the descriptor reached the server, once")
+        self.assertLessEqual(with_fd[0][0], len(head), "no later than the bytes it was sent with")
+        self.assertEqual(len(fds), 1, "the server's answer came back with its descriptor")
+        self.assertEqual(os.read(fds[0], 100), b"from-server\n")
+        os.close(fds[0])
+        pcap = self.stop_capture(p)
+        self.assertGreater(self.zero_copy_moved(p)[0], 0, "the bulk after the descriptor was spliced")
+        anc = [f for f in meta_frames(pcap, self.home) if f["type"] == META_ANCILLARY and f["dir"] == 0]
+        self.assertEqual([u32(tlv(f, TLV_FD_COUNT)) for f in anc], [1])
+        self.assertEqual(self.captured_c2s(pcap, 0), head + middle + tail)
 
 
 def sha(b):

@@ -27,6 +27,9 @@ KIND:
              datagram carried descriptors)
   credslog   stream with SO_PASSCRED: for each message append "<pid> <uid> <gid> <len>\\n" of its
              SCM_CREDENTIALS to --record FILE, and send the same line back
+  credsink   stream with SO_PASSCRED: for each message append "<pid> <uid> <gid> <len>\n" of its
+             SCM_CREDENTIALS to --record FILE; at EOF append "end <total> <sha256>\n", send
+             "<total> <sha256>\n" and close (a bulk transfer: the client reads nothing until the end)
   seqecho    SOCK_SEQPACKET with SO_PASSCRED: send back each message as it came, empty ones included
              (an empty message carries credentials; end of connection does not), up to 1 MiB
 """
@@ -108,10 +111,7 @@ def handle_creds(c):
         msg, anc, flags, addr = c.recvmsg(65536, socket.CMSG_SPACE(12))
         if not msg:
             break
-        pid = uid = gid = -1
-        for level, typ, data in anc:
-            if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS:
-                pid, uid, gid = struct.unpack("3i", data[:12])
+        pid, uid, gid = creds_of(anc)
         c.sendall(b"%d %d %d\n" % (pid, uid, gid))
     c.close()
 
@@ -203,22 +203,43 @@ def serve_dgramlog(s, rec):
                 pass  # the sender is gone, or its queue is full: a datagram server does not wait
 
 
+def creds_of(anc):
+    """(pid, uid, gid) of a message's SCM_CREDENTIALS; -1s when it came without."""
+    for level, typ, data in anc:
+        if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS:
+            return struct.unpack("3i", data[:12])
+    return -1, -1, -1
+
+
 def handle_credslog(c, rec):
     c.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     while True:
         msg, anc, flags, addr = c.recvmsg(65536, socket.CMSG_SPACE(12))
         if not msg:
             break
-        pid = uid = gid = -1
-        for level, typ, data in anc:
-            if level == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS:
-                pid, uid, gid = struct.unpack("3i", data[:12])
+        pid, uid, gid = creds_of(anc)
         line = b"%d %d %d %d\n" % (pid, uid, gid, len(msg))
         record(rec, line)
         try:
             c.sendall(line)
         except OSError:
             break  # the client is gone
+    c.close()
+
+
+def handle_credsink(c, rec):
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    h, total, lines = hashlib.sha256(), 0, []
+    while True:
+        msg, anc, flags, addr = c.recvmsg(262144, socket.CMSG_SPACE(12))
+        if not msg:
+            break
+        pid, uid, gid = creds_of(anc)
+        h.update(msg)
+        total += len(msg)
+        lines.append(b"%d %d %d %d\n" % (pid, uid, gid, len(msg)))
+    record(rec, b"".join(lines) + b"end %d %s\n" % (total, h.hexdigest().encode()))
+    c.sendall(b"%d %s\n" % (total, h.hexdigest().encode()))
     c.close()
 
 
@@ -276,6 +297,7 @@ def main():
         "whoami": lambda c: handle_whoami(c, a.record),
         "fdecho": handle_fdecho,
         "credslog": lambda c: handle_credslog(c, a.record),
+        "credsink": lambda c: handle_credsink(c, a.record),
         "seqecho": handle_seqecho,
     }
     h = handlers[kind]
