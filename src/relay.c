@@ -38,8 +38,9 @@
  *     peek covers a splice.  What remains different is the pid in SCM_CREDENTIALS: ours, as in
  *     SO_PEERCRED (docs/identity.md);
  *   - the capture can take the bytes from a pipe (uds_capture_can_tee).
- * Whatever the server's socket does not take at once, or the capture could not tee, is read out of the
- * pipe and goes the copy path's way, so the pipe (one per relay) is empty between reads.
+ * Whatever the other socket does not take at once stays in the pipe as that half's pending bytes (the
+ * pipe has one owner at a time; meanwhile other connections copy); what the capture could not tee is
+ * read out of the pipe and goes the copy path's way.
  *
  * Datagram sockets (SOCK_DGRAM) have no connections: each sender address becomes a "flow" with its own
  * upstream socket bound at a private name (so the server's replies find their way back) - see
@@ -113,6 +114,7 @@ typedef struct Half {
   int pending_nfds;
   gboolean pending_creds;
   struct ucred creds;
+  gboolean pending_piped;   /* the pending bytes wait in the relay's pipe, not in `pending` */
   int fdinfo;               /* /proc/self/fdinfo/<fd>, opened at the first splice; -1 */
 } Half;
 
@@ -148,7 +150,8 @@ struct Relay {
   uid_t kernel_uid;         /* what the kernel puts in SCM_CREDENTIALS of what we send */
   gid_t kernel_gid;
   gboolean privileged;
-  int pipe[2];              /* zero copy: [0] read, [1] write; -1 until first needed */
+  int pipe[2];              /* zero copy: [0] read, [1] write */
+  Half *pipe_owner;         /* whose pending bytes the pipe holds (then nobody else splices) */
   gboolean no_splice;       /* this kernel cannot tell queued descriptors (no scm_fds): copy only */
   guint8 *buf;
   GHashTable *dgram_flows;  /* datagram mode: sender address -> DgramFlow */
@@ -465,7 +468,24 @@ static const struct ucred *creds_to_forward(Relay *r, const struct ucred *got)
 /* Writes h's pending bytes.  Returns FALSE when the connection was closed. */
 static gboolean half_flush(Relay *r, Half *h)
 {
-  while (h->pending_len > 0) {
+  while (h->pending_len > 0 && h->pending_piped) {
+    ssize_t n = splice(r->pipe[0], NULL, h->fd, NULL, h->pending_len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
+      break;
+    if (n <= 0) {
+      uds_debug("conn %u: write: %s", h->conn->flow.id, g_strerror(errno));
+      relay_close(r, h->conn, errno == EPIPE ? "peer closed" : g_strerror(errno));
+      return FALSE;
+    }
+    h->pending_len -= (gsize)n;
+    if (h->pending_len == 0) {
+      h->pending_piped = FALSE;
+      r->pipe_owner = NULL;
+    }
+  }
+  while (h->pending_len > 0 && !h->pending_piped) {
     ssize_t n = half_send(r, h, h->pending + h->pending_off, h->pending_len, h->pending_fds, h->pending_nfds,
                           h->pending_creds ? &h->creds : NULL);
     if (n < 0) {
@@ -605,21 +625,51 @@ static void pipe_open(Relay *r)
     fcntl(r->pipe[1], F_SETPIPE_SZ, 1 << 20);
 }
 
+/* Takes the next n bytes out of the relay's pipe into dst. */
+static void pipe_take(Relay *r, guint8 *dst, gsize n)
+{
+  for (gsize got = 0; got < n;) {
+    ssize_t k = read(r->pipe[0], dst + got, n - got);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0)
+      abort();   /* our own pipe holds exactly these bytes: nothing else can happen */
+    got += (gsize)k;
+  }
+}
+
+/* Empties n bytes out of the pipe (their connection ended): it must be empty for the next splice. */
+static void pipe_discard(Relay *r, gsize n)
+{
+  for (gsize k; n > 0; n -= k) {
+    k = MIN(n, (gsize)RELAY_CHUNK);
+    pipe_take(r, r->buf, k);
+  }
+}
+
 /* Moves one splice's worth of h's queued bytes to its peer without reading them.  Returns 1 when it
  * did (or the connection ended: *closed), 0 when the copy path must take what is queued. */
-static int half_splice(Relay *r, Half *h, gboolean *closed)
+static int half_splice(Relay *r, Half *h, gboolean *closed, gsize *read_max)
 {
   Conn *c = h->conn;
   Half *o = h->peer;
   *closed = FALSE;
-  if (r->cfg->sock_type != SOCK_STREAM || r->no_splice || o->fd < 0 || o->pending_len > 0 || o->shut_done)
+  *read_max = RELAY_CHUNK;
+  if (r->cfg->sock_type != SOCK_STREAM || r->no_splice || r->pipe_owner || o->fd < 0 || o->pending_len > 0 ||
+      o->shut_done)
     return 0;
   gboolean captured = r->cap && c->flow.captured;
   if (captured && !uds_capture_can_tee(r->cap, &c->flow, h->dir))
     return 0;
   int inq = 0;
-  if (ioctl(h->fd, SIOCINQ, &inq) < 0 || inq < RELAY_SPLICE_MIN)
+  if (ioctl(h->fd, SIOCINQ, &inq) < 0)
     return 0;
+  if (inq < RELAY_SPLICE_MIN) {
+    /* Copy what is there, not what arrives meanwhile: a sender that is still writing has the next
+     * read find enough waiting to splice. */
+    *read_max = RELAY_SPLICE_MIN;
+    return 0;
+  }
   if (queued_fds(r, h) != 0 || !splice_creds_ok(r, h))
     return 0;
   ssize_t m = splice(h->fd, NULL, r->pipe[1], NULL, MIN((gsize)inq, (gsize)RELAY_CHUNK),
@@ -645,25 +695,32 @@ static int half_splice(Relay *r, Half *h, gboolean *closed)
       break;
     }
   }
-  /* The rest comes out of the pipe, which must be empty for the next splice: bytes the capture has
-   * (sent..t) and bytes it still needs (t..m), in that order. */
-  gsize rest = (gsize)m - sent;
-  for (gsize got = 0; got < rest;) {
-    ssize_t k = read(r->pipe[0], r->buf + got, rest - got);
-    if (k <= 0 && !(k < 0 && errno == EINTR))
-      abort();   /* our own pipe holds exactly these bytes: nothing else can happen */
-    if (k > 0)
-      got += (gsize)k;
-  }
-  if (r->stats)
-    r->stats->spliced[h->dir] += sent;
-  if (captured && t < (gsize)m)
-    uds_capture_conn_data(r->cap, &c->flow, h->dir, r->buf + (t - sent), (gsize)m - t, &ts);
   if (err) {
+    pipe_discard(r, (gsize)m - sent);
     relay_close(r, c, err == EPIPE ? "peer closed" : g_strerror(err));
     *closed = TRUE;
     return 1;
   }
+  if (t == (gsize)m) {
+    if (sent < t) {
+      /* The other socket is full: the rest waits in the pipe, written when it can take more. */
+      o->pending_len = t - sent;
+      o->pending_piped = TRUE;
+      r->pipe_owner = o;
+      half_update(r, o);
+    }
+    if (r->stats)
+      r->stats->spliced[h->dir] += t;
+    return 1;
+  }
+  /* The capture needs the bytes it could not tee (t..m): they come out of the pipe, after those the
+   * other socket did not take (sent..t), and go the copy path's way. */
+  if (r->stats)
+    r->stats->spliced[h->dir] += sent;
+  gsize rest = (gsize)m - sent;
+  pipe_take(r, r->buf, rest);
+  if (captured && t < (gsize)m)
+    uds_capture_conn_data(r->cap, &c->flow, h->dir, r->buf + (t - sent), (gsize)m - t, &ts);
   if (rest > 0) {
     ssize_t k = half_send(r, o, r->buf, rest, NULL, 0, NULL);
     if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
@@ -689,7 +746,8 @@ static gboolean half_read(Relay *r, Half *h)
   Half *o = h->peer;
   for (int round = 0; round < RELAY_READS_PER_WAKEUP && half_wants_read(r, h); round++) {
     gboolean closed;
-    if (half_splice(r, h, &closed)) {
+    gsize read_max;
+    if (half_splice(r, h, &closed, &read_max)) {
       if (closed)
         return FALSE;
       continue;
@@ -698,7 +756,7 @@ static gboolean half_read(Relay *r, Half *h)
       char buf[CMSG_SPACE(sizeof(int) * RELAY_MAX_FDS_PER_MSG) + CMSG_SPACE(sizeof(struct ucred))];
       struct cmsghdr align;
     } u;
-    struct iovec iov = { .iov_base = r->buf, .iov_len = RELAY_CHUNK };
+    struct iovec iov = { .iov_base = r->buf, .iov_len = read_max };
     struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
     ssize_t n;
     do
@@ -840,6 +898,11 @@ static void relay_close(Relay *r, Conn *c, const char *why)
   Half *hs[2] = { &c->client, &c->server };
   for (int i = 0; i < 2; i++) {
     Half *h = hs[i];
+    if (h->pending_piped) {
+      pipe_discard(r, h->pending_len);
+      h->pending_piped = FALSE;
+      r->pipe_owner = NULL;
+    }
     half_free_pending(h);
     if (h->fd >= 0) {
       if (h->mask != 0xffffffffu)
@@ -1626,6 +1689,16 @@ static void raise_nofile(void)
  * no listener.  It exits when the last one ends.  Returns TRUE in the parent. */
 static gboolean hand_over_to_drain(Relay *r)
 {
+  /* Pending bytes in the pipe move to memory first: after the fork both processes share the pipe,
+   * and the parent, closing its copies of the connections, would empty it under the drain. */
+  Half *po = r->pipe_owner;
+  if (po) {
+    po->pending = g_malloc(po->pending_len);
+    pipe_take(r, po->pending, po->pending_len);
+    po->pending_off = 0;
+    po->pending_piped = FALSE;
+    r->pipe_owner = NULL;
+  }
   pid_t pid = fork();
   if (pid < 0) {
     uds_warn("cannot start the drain process (%s): closing %u open connections", g_strerror(errno), r->nconns);

@@ -116,6 +116,16 @@ def connect(path, type_=socket.SOCK_STREAM, timeout=10):
     return s
 
 
+def recv_all(s, bufsize=262144):
+    """Everything the socket receives until the other side's EOF."""
+    out = bytearray()
+    while True:
+        b = s.recv(bufsize)
+        if not b:
+            return bytes(out)
+        out += b
+
+
 def http_get(path, target="/", timeout=10):
     """A plain HTTP/1.1 GET over a Unix socket; returns (status, body)."""
     with connect(path, timeout=timeout) as s:

@@ -5,18 +5,22 @@ Each scenario checks the promises: clients change nothing, every byte arrives (h
 path is put back exactly as it was (same inode, owner, group, mode) whatever ends the capture, and
 the folder holds nothing of udsdump's afterwards.
 """
+import fcntl
 import os
 import random
+import re
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from udstest import (DirWatch, UdsTestCase, UDSDUMP, connect, http_get, ident, main, perms, rss_kib, sha256)  # noqa: E402
+from udstest import (DirWatch, UdsTestCase, UDSDUMP, connect, http_get, ident, main, perms, recv_all, rss_kib,
+                     sha256)  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 from echo_server import pattern  # noqa: E402
@@ -223,14 +227,72 @@ class RelayTest(UdsTestCase):
         # The open connection goes on, uncaptured, through the detached drain process.
         second = os.urandom(2 << 20)
         threading.Thread(target=lambda: (s.sendall(second), s.shutdown(socket.SHUT_WR)), daemon=True).start()
-        back = b""
-        while True:
-            b = s.recv(262144)
-            if not b:
-                break
-            back += b
+        back = recv_all(s)
         s.close()
         self.assertEqual(got + back, first + second)
+
+    # ---- bytes waiting in udsdump's pipe (zero copy, src/relay.c) ----
+
+    def wait_unread(self, s, n, timeout=30):
+        """Until n bytes the client sent wait unread at udsdump (SIOCOUTQ): udsdump stopped reading them
+        because the other side is full, so what it read before waits in its pipe.  A state, not an
+        event: nothing signals it, so it is polled."""
+        deadline = time.monotonic() + timeout
+        while struct.unpack("i", fcntl.ioctl(s.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0] < n:
+            if time.monotonic() > deadline:
+                self.fail("udsdump never stopped reading the client")
+            time.sleep(0.01)
+
+    def test_stop_while_bytes_wait_for_a_client(self):
+        # A client that reads nothing yet: the echo comes back until udsdump holds the server's bytes
+        # in its pipe.  udsdump is stopped then; the drain process takes the connection over, and
+        # once the client reads, every byte comes back, in order.
+        path = os.path.join(self.tmp, "wait.sock")
+        self.start_echo(path, "echo")
+        p = self.start_udsdump(path)
+        data = os.urandom(8 << 20)
+        s = connect(path, timeout=60)
+        sender = threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)), daemon=True)
+        sender.start()
+        self.wait_unread(s, 100000)
+        self.stop_udsdump(p)
+        got = recv_all(s)
+        sender.join(30)
+        s.close()
+        self.assertEqual(len(got), len(data))
+        self.assertEqual(got, data)
+
+    def test_reset_while_bytes_wait_then_next_connection_exact(self):
+        # The same, but the client goes away instead: the bytes waiting for it are thrown away, and
+        # the next connection's arrive exact (nothing of the first mixed in), by zero copy again.
+        path = os.path.join(self.tmp, "reset.sock")
+        self.start_echo(path, "echo")
+        p = self.start_udsdump(path)
+        s1 = connect(path, timeout=60)
+
+        def flood():
+            try:
+                s1.sendall(os.urandom(16 << 20))
+            except OSError:
+                pass  # the shutdown below ends it
+
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        self.wait_unread(s1, 100000)
+        s1.shutdown(socket.SHUT_RDWR)
+        flooder.join(30)
+        s1.close()
+        data = os.urandom(8 << 20)
+        with connect(path, timeout=60) as s2:
+            threading.Thread(target=lambda: (s2.sendall(data), s2.shutdown(socket.SHUT_WR)), daemon=True).start()
+            got = recv_all(s2)
+        self.assertEqual(len(got), len(data))
+        self.assertEqual(got, data)
+        self.stop_udsdump(p)
+        with open(os.path.join(self.logdir, "udsdump.log")) as f:
+            m = re.search(r"zero copy moved \d+ of \d+ bytes to the server, (\d+) of", f.read())
+        # The first client took at most a few hundred kB back: the rest is the second's.
+        self.assertGreater(int(m.group(1)), len(data) // 2, "the second connection's echo went by zero copy")
 
     def test_relay_socket_keeps_owner_group_mode(self):
         path = os.path.join(self.tmp, "perm.sock")
