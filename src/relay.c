@@ -115,6 +115,7 @@ typedef struct Half {
   gboolean pending_creds;
   struct ucred creds;
   gboolean pending_piped;   /* the pending bytes wait in the relay's pipe, not in `pending` */
+  gboolean quiet;           /* the last copy read was short: no bulk to splice, skip the probe */
   int fdinfo;               /* /proc/self/fdinfo/<fd>, opened at the first splice; -1 */
 } Half;
 
@@ -661,15 +662,15 @@ static int half_splice(Relay *r, Half *h, gboolean *closed, gsize *read_max)
   gboolean captured = r->cap && c->flow.captured;
   if (captured && !uds_capture_can_tee(r->cap, &c->flow, h->dir))
     return 0;
+  *read_max = RELAY_SPLICE_MIN;
+  if (h->quiet)
+    return 0;   /* request/response traffic: one recvmsg, no ioctl; a full read ends the quiet */
   int inq = 0;
   if (ioctl(h->fd, SIOCINQ, &inq) < 0)
     return 0;
-  if (inq < RELAY_SPLICE_MIN) {
-    /* Copy what is there, not what arrives meanwhile: a sender that is still writing has the next
-     * read find enough waiting to splice. */
-    *read_max = RELAY_SPLICE_MIN;
-    return 0;
-  }
+  if (inq < RELAY_SPLICE_MIN)
+    return 0;   /* copy what is there, not what arrives meanwhile: a sender still writing has the
+                 * next read find enough waiting to splice */
   if (queued_fds(r, h) != 0 || !splice_creds_ok(r, h))
     return 0;
   ssize_t m = splice(h->fd, NULL, r->pipe[1], NULL, MIN((gsize)inq, (gsize)RELAY_CHUNK),
@@ -837,6 +838,7 @@ static gboolean half_read(Relay *r, Half *h)
     }
     if (r->stats)
       r->stats->bytes[h->dir] += n;
+    h->quiet = (gsize)n < read_max;
 
     const struct ucred *fwd_creds = have_creds ? creds_to_forward(r, &creds) : NULL;
     ssize_t sent = half_send(r, o, r->buf, n, fds, nfds, fwd_creds);
