@@ -93,6 +93,7 @@ char *uds_capture_check_filter(const char *filter);
 int uds_capture_fd(UdsCapture *cap);
 gboolean uds_capture_wants_write(UdsCapture *cap);   /* output queued: watch the fd for writability */
 gboolean uds_capture_full(UdsCapture *cap);          /* lossless and full: stop reading for now */
+gboolean uds_capture_flush_due(UdsCapture *cap);     /* enough queued to write now rather than later */
 gboolean uds_capture_done(UdsCapture *cap);          /* max_frames reached */
 /* Writes what the fd takes now.  -1 with errno set (EPIPE: the reader went away), else 0. */
 int uds_capture_flush(UdsCapture *cap);

@@ -755,6 +755,14 @@ gboolean uds_capture_full(UdsCapture *cap)
   return cap->lossless && cap->err == 0 && cap->queued + cap->staged > cap->bound;
 }
 
+/* Worth a write of its own: a quarter of the bound (so a small --buffer-size never drops a frame
+ * while the FIFO has room, and lossless never pauses for it), at most 256 KiB (a write that size
+ * costs the reader one wakeup per a good many frames). */
+gboolean uds_capture_flush_due(UdsCapture *cap)
+{
+  return cap->err == 0 && cap->queued + cap->staged >= MIN(cap->bound / 4, (gsize)256 * 1024);
+}
+
 gboolean uds_capture_done(UdsCapture *cap)
 {
   return cap->max_frames > 0 && cap->data_frames >= cap->max_frames;
