@@ -470,7 +470,7 @@ static const struct ucred *creds_to_forward(Relay *r, const struct ucred *got)
 {
   if (!got || !r->privileged)
     return NULL;
-  if (got->pid == getpid() && got->uid == geteuid() && got->gid == getegid())
+  if (got->pid == r->self.pid && got->uid == r->self.uid && got->gid == r->self.gid)
     return NULL;
   return got;
 }
@@ -544,14 +544,16 @@ static gboolean half_read_done(Relay *r, Half *h, const struct timespec *ts)
   Half *o = h->peer;
   if (o->pending_len > 0)
     o->shut_pending = TRUE;
+  else if (o->eof && h->pending_len == 0 && !h->shut_pending)
+    o->shut_done = TRUE;   /* the connection closes now: close() tells the peer; a shutdown adds nothing */
   else
     half_shutdown_write(o);
-  half_update(r, h);
-  half_update(r, o);
   if (conn_finished(h->conn)) {
     relay_close(r, h->conn, "done");
     return FALSE;
   }
+  half_update(r, h);
+  half_update(r, o);
   return TRUE;
 }
 
@@ -858,6 +860,11 @@ static gboolean half_read(Relay *r, Half *h)
     }
     if (sent == n) {  /* all of it, ancillary data included */
       close_fds(fds, nfds);
+      /* A short stream read emptied the queue (or stopped at a change of sender credentials, which
+       * leaves the socket readable: level-triggered epoll calls again), so another read now would
+       * only say EAGAIN. */
+      if (r->cfg->sock_type == SOCK_STREAM && (gsize)n < read_max)
+        break;
       continue;
     }
     /* The peer's socket is full: keep the rest on the peer half, with the credentials it came with
@@ -951,6 +958,7 @@ static void half_init(Half *h, Conn *c, Half *peer, int fd, int dir)
   h->dir = dir;
   h->mask = 0xffffffffu;   /* not registered yet */
   h->fdinfo = -1;
+  h->quiet = TRUE;          /* most connections never carry bulk: the first read does not probe */
 }
 
 /* Upstream is connected (or the fd is in progress): start relaying. */
@@ -971,6 +979,11 @@ static void conn_start(Relay *r, Conn *c, int up)
   }
   half_update(r, &c->client);
   half_update(r, &c->server);
+  /* A client usually sends its request right after connect(), so it is often here already: forwarded
+   * now, it waits in the server's queue when the server accepts, which then reads it without another
+   * wakeup (and we skip an epoll round). */
+  if (half_wants_read(r, &c->client))
+    half_read(r, &c->client);
 }
 
 static void conn_try_connect(Relay *r, Conn *c)
@@ -1785,6 +1798,7 @@ static gboolean hand_over_to_drain(Relay *r)
   ep_set(r, r->timer_fd, &m, EPOLLIN, &r->timer_tag);
   r->stop = FALSE;
   r->stats = NULL;
+  r->self.pid = getpid();   /* forwarded credentials naming "us" are the drain's now */
   /* /proc/self of the parent: this process must open its own.  (The pipe is empty between reads;
    * the parent, which shares it, no longer uses it.) */
   for (Conn *c = r->conns; c; c = c->next) {
