@@ -819,6 +819,14 @@ undo:
       unlinkat(dfd, st.temp, 0);
     close(fd);
   }
+  if (linked && (fstatat(dfd, s->place.base, &cur, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISSOCK(cur.st_mode)) &&
+      fstatat(dfd, s->place.backup, &cur, AT_SYMLINK_NOFOLLOW) == 0 && cur.st_ino == st.orig_ino) {
+    /* Something that is not a socket reached PATH: another writer of the folder replaced our
+     * temporary name (with a symlink, say) between uds_swap_replace's check and its exchange, and
+     * replaced it again before the exchange back.  The original goes back from its backup name,
+     * atomically (a socket at PATH is the server's own re-creation, and stays). */
+    renameat(dfd, s->place.backup, dfd, s->place.base);
+  }
   if (linked && fstatat(dfd, s->place.backup, &cur, AT_SYMLINK_NOFOLLOW) == 0 && cur.st_ino == st.orig_ino)
     unlinkat(dfd, s->place.backup, 0);
   guard_disarm(s);
