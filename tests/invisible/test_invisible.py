@@ -155,7 +155,8 @@ class InvisibleTest(UdsTestCase):
         """echo_server.py, as root or (user=(uid, gid, groups)) as another user."""
         fifo = self._ready_fifo(os.path.basename(path))
         os.chmod(fifo, 0o666)
-        argv = [PY, ECHO_SERVER, path, "--type", kind, "--mode", mode, "--ready", fifo, *extra]
+        server = self.for_others(ECHO_SERVER) if user else ECHO_SERVER
+        argv = [PY, server, path, "--type", kind, "--mode", mode, "--ready", fifo, *extra]
         if record:
             argv += ["--record", record]
         if user:
@@ -168,7 +169,7 @@ class InvisibleTest(UdsTestCase):
         """udsdump --capture with the pcap on a pipe; returns once the relay runs (the pcap header came).
         prefix: a wrapper (setpriv, prlimit).  The log goes to log (default: the test folder)."""
         p_log = log or os.path.join(self.tmp, "udsdump.log")
-        argv = [*prefix, UDSDUMP, "--capture", "--extcap-interface", iface or ("unix:" + path), "--fifo", "-",
+        argv = [*prefix, self.for_others(UDSDUMP) if prefix else UDSDUMP, "--capture", "--extcap-interface", iface or ("unix:" + path), "--fifo", "-",
                 "--log-level", "debug", "--log-file", p_log, *args]
         p = self.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         p.log_path = p_log
@@ -197,7 +198,7 @@ class InvisibleTest(UdsTestCase):
 
     def client(self, user, cmd, *args):
         """Runs tests/invisible/client.py as user=(uid, gid, groups); returns its JSON answer."""
-        r = subprocess.run(as_user(*user) + [PY, CLIENT, cmd, *args], stdout=subprocess.PIPE,
+        r = subprocess.run(as_user(*user) + [PY, self.for_others(CLIENT), cmd, *args], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=60)
         self.assertEqual(r.returncode, 0, "client %s failed: %s" % (cmd, r.stderr.decode(errors="replace")))
         return json.loads(r.stdout)

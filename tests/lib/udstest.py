@@ -150,6 +150,7 @@ class UdsTestCase(unittest.TestCase):
         os.chmod(self.tmp, 0o755)
         # udsdump's log lives beside, not in, the folder whose listing the tests compare.
         self.logdir = tempfile.mkdtemp(prefix="udsdump-log-")
+        self.shared = None
         self.procs = []
 
     def tearDown(self):
@@ -162,7 +163,22 @@ class UdsTestCase(unittest.TestCase):
                     f.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
         shutil.rmtree(self.logdir, ignore_errors=True)
+        if self.shared:
+            shutil.rmtree(self.shared, ignore_errors=True)
         signal.alarm(0)
+
+    def for_others(self, path):
+        """A copy of a program or script that other users may run: the checkout may sit where only
+        root can read (a clone in /root, mode 0700), and a test that runs it as another user must
+        test udsdump, not the checkout's permissions."""
+        if not self.shared:
+            self.shared = tempfile.mkdtemp(prefix="udsdump-shared-")
+            os.chmod(self.shared, 0o755)
+        dst = os.path.join(self.shared, os.path.basename(path))
+        if not os.path.exists(dst):
+            shutil.copy(path, dst)
+            os.chmod(dst, 0o755)
+        return dst
 
     def spawn(self, argv, **kw):
         p = subprocess.Popen(argv, **kw)

@@ -314,7 +314,8 @@ class RelayTest(UdsTestCase):
         rfd = os.open(os.path.join(self.tmp, "out.fifo"), os.O_RDONLY | os.O_NONBLOCK)
         try:
             if user:
-                argv = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups", *argv]
+                argv = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups", self.for_others(UDSDUMP),
+                        *argv[1:]]
             r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
         finally:
             os.close(rfd)

@@ -158,12 +158,14 @@ class SecurityTest(RelTestCase):
         self.start_http(path, mode="0600")
         self.assertEqual(self.client_as(path, NOBODY, NOBODY), "PermissionError", "the setup: nobody is shut out")
         orig, before = ident(path), sorted(os.listdir(folder))
-        r = subprocess.run([*as_user(NOBODY, NOBODY), UDSDUMP, "--capture", "--extcap-interface", "unix:" + path,
+        r = subprocess.run([*as_user(NOBODY, NOBODY), self.for_others(UDSDUMP), "--capture", "--extcap-interface",
+                            "unix:" + path,
                             "--fifo", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
         err = r.stderr.decode(errors="replace").strip()
         self.assertNotEqual(r.returncode, 0, "a non-root udsdump interposed on root's 0600 socket")
         self.assertEqual(r.stdout, b"", "no capture may start")
         self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertTrue(err.startswith("udsdump: ") and path in err, "udsdump's own refusal, naming the path: %r" % err)
         self.assertEqual(ident(path), orig)
         self.assertEqual(sorted(os.listdir(folder)), before)
         self.assertEqual(http_get(path), (200, b"hello\n"))
