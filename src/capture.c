@@ -112,7 +112,7 @@ struct UdsCapture {
   guint nspare;
   gsize queued;
   guint64 q_in, q_out;      /* bytes ever appended to / written from the queue: where marks point */
-  int stage[2];             /* staging pipe for spliced payload, -1 until first needed */
+  int stage[2];             /* staging pipe for spliced payload (-1: none, payload is copied) */
   gboolean can_splice;      /* the capture fd takes splice(2) (pipe, FIFO, file, socket) */
   gsize staged;             /* bytes in the staging pipe not yet written */
   GQueue marks;             /* StageMark, in stream order */
@@ -394,8 +394,8 @@ static void tcp_advance(UdsFlow *flow, int dir, gsize n)
   flow->unacked[!dir] = 0;
 }
 
-static void tcp_segment(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *p, gsize n, gboolean psh,
-                        const struct timespec *ts)
+/* The TCP fields of the next n data bytes of flow/dir, whose numbers they then take. */
+static UdsTcpFields tcp_take(UdsFlow *flow, int dir, gsize n, gboolean psh)
 {
   UdsTcpFields t = {
     .seq = flow->seq[dir],
@@ -404,6 +404,13 @@ static void tcp_segment(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *p
     .window = UDS_FRAME_TCP_WINDOW,
   };
   tcp_advance(flow, dir, n);
+  return t;
+}
+
+static void tcp_segment(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *p, gsize n, gboolean psh,
+                        const struct timespec *ts)
+{
+  UdsTcpFields t = tcp_take(flow, dir, n, psh);
   if (!usable(cap))
     return;
 
@@ -768,14 +775,6 @@ gboolean uds_capture_done(UdsCapture *cap)
   return cap->max_frames > 0 && cap->data_frames >= cap->max_frames;
 }
 
-static int flush_fail(UdsCapture *cap, int err)
-{
-  cap->err = err;
-  q_clear(cap);
-  errno = cap->err;
-  return -1;
-}
-
 int uds_capture_flush(UdsCapture *cap)
 {
   if (cap->err) {
@@ -783,47 +782,47 @@ int uds_capture_flush(UdsCapture *cap)
     return -1;
   }
   while (cap->queued > 0 || cap->staged > 0) {
+    /* Next in the stream: staged payload (a mark at this point), or queued bytes up to the next mark. */
     StageMark *m = g_queue_peek_head(&cap->marks);
-    if (m && m->at == cap->q_out) {
-      /* Staged payload is next in the stream. */
-      ssize_t k = splice(cap->stage[0], NULL, cap->fd, NULL, m->len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-      if (k < 0) {
-        if (errno == EINTR)
-          continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-          return 0;
-        return flush_fail(cap, errno);
+    gboolean staged_next = m && m->at == cap->q_out;
+    gsize want = 0;
+    ssize_t k;
+    if (staged_next) {
+      want = m->len;
+      k = splice(cap->stage[0], NULL, cap->fd, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    } else {
+      gsize limit = m ? (gsize)(m->at - cap->q_out) : cap->queued;
+      struct iovec iov[16];
+      int n = 0;
+      for (Chunk *c = cap->first; c && n < (int)G_N_ELEMENTS(iov) && want < limit; c = c->next) {
+        if (c->tail > c->head) {
+          iov[n].iov_base = c->data + c->head;
+          iov[n].iov_len = MIN(c->tail - c->head, limit - want);
+          want += iov[n].iov_len;
+          n++;
+        }
       }
-      m->len -= (gsize)k;
-      cap->staged -= (gsize)k;
-      if (m->len > 0)
-        return 0;   /* the reader is behind */
-      g_free(g_queue_pop_head(&cap->marks));
-      continue;
+      k = writev(cap->fd, iov, n);
     }
-    /* Queued bytes, up to the next mark. */
-    gsize limit = m ? (gsize)(m->at - cap->q_out) : cap->queued;
-    struct iovec iov[16];
-    int n = 0;
-    gsize total = 0;
-    for (Chunk *c = cap->first; c && n < (int)G_N_ELEMENTS(iov) && total < limit; c = c->next) {
-      if (c->tail > c->head) {
-        iov[n].iov_base = c->data + c->head;
-        iov[n].iov_len = MIN(c->tail - c->head, limit - total);
-        total += iov[n].iov_len;
-        n++;
-      }
-    }
-    ssize_t w = writev(cap->fd, iov, n);
-    if (w < 0) {
+    if (k < 0) {
       if (errno == EINTR)
         continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK)
         return 0;
-      return flush_fail(cap, errno);
+      cap->err = errno;
+      q_clear(cap);
+      errno = cap->err;
+      return -1;
     }
-    q_consume(cap, (gsize)w);
-    if ((gsize)w < total)
+    if (staged_next) {
+      m->len -= (gsize)k;
+      cap->staged -= (gsize)k;
+      if (m->len == 0)
+        g_free(g_queue_pop_head(&cap->marks));
+    } else {
+      q_consume(cap, (gsize)k);
+    }
+    if ((gsize)k < want)
       break;   /* the reader is behind: wait for writability */
   }
   return 0;
@@ -971,7 +970,7 @@ void uds_capture_conn_data(UdsCapture *cap, UdsFlow *flow, int dir, const guint8
 gboolean uds_capture_can_tee(UdsCapture *cap, const UdsFlow *flow, int dir)
 {
   return cap->can_splice && !cap->have_filter && cap->snap >= UDS_FRAME_TCP_MSS && cap->max_frames == 0 &&
-         cap->sock_type == SOCK_STREAM && usable(cap) && flow->captured && flow->open && !flow->fin[dir];
+         usable(cap) && flow->captured && flow->open && !flow->fin[dir];
 }
 
 gsize uds_capture_conn_tee(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd, gsize len, const struct timespec *ts)
@@ -1001,14 +1000,7 @@ gsize uds_capture_conn_tee(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd,
   flow_ends(flow, dir, &e);
   for (gsize off = 0; off < (gsize)t;) {
     gsize seg = MIN((gsize)t - off, (gsize)UDS_FRAME_TCP_MSS);
-    gboolean last = off + seg == len;
-    UdsTcpFields tf = {
-      .seq = flow->seq[dir],
-      .ack = flow->seq[!dir],
-      .flags = UDS_TCP_ACK | (last ? UDS_TCP_PSH : 0),
-      .window = UDS_FRAME_TCP_WINDOW,
-    };
-    tcp_advance(flow, dir, seg);
+    UdsTcpFields tf = tcp_take(flow, dir, seg, off + seg == len);
     /* libpcap's record header (host order, nanosecond dumper), then the frame's headers; the payload
      * follows from the staging pipe. */
     guint8 *rec = q_reserve(cap, REC_HDR + hl);

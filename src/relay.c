@@ -122,7 +122,7 @@ typedef struct Half {
   struct ucred creds;
   gboolean pending_piped;   /* the pending bytes wait in the relay's pipe, not in `pending` */
   gboolean quiet;           /* the last copy read was short: no bulk to splice, skip the probe */
-  int fdinfo;               /* /proc/self/fdinfo/<fd>, opened at the first splice; -1 */
+  int fdinfo;               /* /proc/self/fdinfo/<fd>, opened at the first probe; -1 */
 } Half;
 
 struct Conn {
@@ -162,7 +162,8 @@ struct Relay {
   gboolean privileged;
   int pipe[2];              /* zero copy: [0] read, [1] write */
   Half *pipe_owner;         /* whose pending bytes the pipe holds (then nobody else splices) */
-  gboolean no_splice;       /* this kernel cannot tell queued descriptors (no scm_fds): copy only */
+  gboolean no_splice;       /* copy only: not a stream socket, no pipe, or the kernel cannot tell queued
+                             * descriptors (no scm_fds) */
   guint8 *buf;
   GHashTable *dgram_flows;  /* datagram mode: sender address -> DgramFlow */
   UdsRelayStats *stats;
@@ -475,21 +476,38 @@ static const struct ucred *creds_to_forward(Relay *r, const struct ucred *got)
   return got;
 }
 
+/* Splices up to n bytes from the head of the relay's pipe to fd, as many as fd takes now.  Returns
+ * how many went; *err is set (else 0) when fd failed otherwise than by being full. */
+static gsize pipe_give(Relay *r, int fd, gsize n, int *err)
+{
+  gsize sent = 0;
+  *err = 0;
+  while (sent < n) {
+    ssize_t k = splice(r->pipe[0], NULL, fd, NULL, n - sent, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (k > 0) {
+      sent += (gsize)k;
+    } else if (k < 0 && errno == EINTR) {
+      continue;
+    } else {
+      if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)
+        *err = errno;
+      break;
+    }
+  }
+  return sent;
+}
+
 /* Writes h's pending bytes.  Returns FALSE when the connection was closed. */
 static gboolean half_flush(Relay *r, Half *h)
 {
-  while (h->pending_len > 0 && h->pending_piped) {
-    ssize_t n = splice(r->pipe[0], NULL, h->fd, NULL, h->pending_len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
-      break;
-    if (n <= 0) {
-      uds_debug("conn %u: write: %s", h->conn->flow.id, g_strerror(errno));
-      relay_close(r, h->conn, errno == EPIPE ? "peer closed" : g_strerror(errno));
+  if (h->pending_piped) {
+    int err;
+    h->pending_len -= pipe_give(r, h->fd, h->pending_len, &err);
+    if (err) {
+      uds_debug("conn %u: write: %s", h->conn->flow.id, g_strerror(err));
+      relay_close(r, h->conn, err == EPIPE ? "peer closed" : g_strerror(err));
       return FALSE;
     }
-    h->pending_len -= (gsize)n;
     if (h->pending_len == 0) {
       h->pending_piped = FALSE;
       r->pipe_owner = NULL;
@@ -533,6 +551,41 @@ static gboolean half_flush(Relay *r, Half *h)
     return FALSE;
   }
   return TRUE;
+}
+
+/* Sends the n bytes at r->buf to o, with their descriptors and credentials.  What o's socket does not
+ * take waits as o's pending bytes, with the credentials (every byte carries them) and, if nothing went,
+ * the descriptors (they go with the first byte).  Returns 0 when all went, 1 when bytes wait, -1 when
+ * the connection was closed.  (seqpacket: a message goes whole or waits whole.) */
+static int forward(Relay *r, Half *o, gsize n, int *fds, int nfds, const struct ucred *creds)
+{
+  ssize_t sent = half_send(r, o, r->buf, n, fds, nfds, creds);
+  if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
+    int e = errno;
+    close_fds(fds, nfds);
+    relay_close(r, o->conn, e == EPIPE ? "peer closed" : g_strerror(e));
+    return -1;
+  }
+  if (sent == (ssize_t)n) {
+    close_fds(fds, nfds);
+    return 0;
+  }
+  gsize from = sent > 0 ? (gsize)sent : 0;
+  o->pending = g_memdup2(r->buf + from, n - from);
+  o->pending_len = n - from;
+  o->pending_off = 0;
+  if (sent < 0 && nfds > 0) {
+    o->pending_fds = g_memdup2(fds, sizeof(int) * nfds);
+    o->pending_nfds = nfds;
+  } else {
+    close_fds(fds, nfds);
+  }
+  if (creds) {
+    o->pending_creds = TRUE;
+    o->creds = *creds;
+  }
+  half_update(r, o);
+  return 1;
 }
 
 /* EOF (or an unrecoverable read error) on h: pass the half-close on. */
@@ -660,15 +713,14 @@ static void pipe_discard(Relay *r, gsize n)
 }
 
 /* Moves one splice's worth of h's queued bytes to its peer without reading them.  Returns 1 when it
- * did (or the connection ended: *closed), 0 when the copy path must take what is queued. */
-static int half_splice(Relay *r, Half *h, gboolean *closed, gsize *read_max)
+ * did, -1 when the connection was closed, 0 when the copy path must take what is queued (reading at
+ * most *read_max bytes). */
+static int half_splice(Relay *r, Half *h, gsize *read_max)
 {
   Conn *c = h->conn;
   Half *o = h->peer;
-  *closed = FALSE;
   *read_max = RELAY_CHUNK;
-  if (r->cfg->sock_type != SOCK_STREAM || r->no_splice || r->pipe_owner || o->fd < 0 || o->pending_len > 0 ||
-      o->shut_done)
+  if (r->no_splice || r->pipe_owner || o->fd < 0 || o->pending_len > 0 || o->shut_done)
     return 0;
   gboolean captured = r->cap && c->flow.captured;
   if (captured && !uds_capture_can_tee(r->cap, &c->flow, h->dir))
@@ -693,25 +745,12 @@ static int half_splice(Relay *r, Half *h, gboolean *closed, gsize *read_max)
   gsize t = captured ? uds_capture_conn_tee(r->cap, &c->flow, h->dir, r->pipe[0], (gsize)m, &ts) : (gsize)m;
   if (r->stats)
     r->stats->bytes[h->dir] += m;
-  gsize sent = 0;
-  int err = 0;
-  while (sent < t) {
-    ssize_t k = splice(r->pipe[0], NULL, o->fd, NULL, t - sent, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (k > 0) {
-      sent += (gsize)k;
-    } else if (k < 0 && errno == EINTR) {
-      continue;
-    } else {
-      if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)
-        err = errno;
-      break;
-    }
-  }
+  int err;
+  gsize sent = pipe_give(r, o->fd, t, &err);
   if (err) {
     pipe_discard(r, (gsize)m - sent);
     relay_close(r, c, err == EPIPE ? "peer closed" : g_strerror(err));
-    *closed = TRUE;
-    return 1;
+    return -1;
   }
   if (t == (gsize)m) {
     if (sent < t) {
@@ -731,24 +770,9 @@ static int half_splice(Relay *r, Half *h, gboolean *closed, gsize *read_max)
     r->stats->spliced[h->dir] += sent;
   gsize rest = (gsize)m - sent;
   pipe_take(r, r->buf, rest);
-  if (captured && t < (gsize)m)
+  if (captured)
     uds_capture_conn_data(r->cap, &c->flow, h->dir, r->buf + (t - sent), (gsize)m - t, &ts);
-  if (rest > 0) {
-    ssize_t k = half_send(r, o, r->buf, rest, NULL, 0, NULL);
-    if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
-      relay_close(r, c, errno == EPIPE ? "peer closed" : g_strerror(errno));
-      *closed = TRUE;
-      return 1;
-    }
-    gsize from = k > 0 ? (gsize)k : 0;
-    if (from < rest) {
-      o->pending = g_memdup2(r->buf + from, rest - from);
-      o->pending_len = rest - from;
-      o->pending_off = 0;
-      half_update(r, o);
-    }
-  }
-  return 1;
+  return forward(r, o, rest, NULL, 0, NULL) < 0 ? -1 : 1;
 }
 
 /* Reads from h and forwards to its peer.  Returns FALSE when the connection was closed. */
@@ -757,13 +781,12 @@ static gboolean half_read(Relay *r, Half *h)
   Conn *c = h->conn;
   Half *o = h->peer;
   for (int round = 0; round < RELAY_READS_PER_WAKEUP && half_wants_read(r, h); round++) {
-    gboolean closed;
     gsize read_max;
-    if (half_splice(r, h, &closed, &read_max)) {
-      if (closed)
-        return FALSE;
+    int spliced = half_splice(r, h, &read_max);
+    if (spliced < 0)
+      return FALSE;
+    if (spliced > 0)
       continue;
-    }
     union {
       char buf[CMSG_SPACE(sizeof(int) * RELAY_MAX_FDS_PER_MSG) + CMSG_SPACE(sizeof(struct ucred))];
       struct cmsghdr align;
@@ -851,42 +874,14 @@ static gboolean half_read(Relay *r, Half *h)
       r->stats->bytes[h->dir] += n;
     h->quiet = (gsize)n < read_max;
 
-    const struct ucred *fwd_creds = have_creds ? creds_to_forward(r, &creds) : NULL;
-    ssize_t sent = half_send(r, o, r->buf, n, fds, nfds, fwd_creds);
-    if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS) {
-      close_fds(fds, nfds);
-      relay_close(r, c, errno == EPIPE ? "peer closed" : g_strerror(errno));
+    int f = forward(r, o, (gsize)n, fds, nfds, have_creds ? creds_to_forward(r, &creds) : NULL);
+    if (f < 0)
       return FALSE;
-    }
-    if (sent == n) {  /* all of it, ancillary data included */
-      close_fds(fds, nfds);
-      /* A short stream read emptied the queue (or stopped at a change of sender credentials, which
-       * leaves the socket readable: level-triggered epoll calls again), so another read now would
-       * only say EAGAIN. */
-      if (r->cfg->sock_type == SOCK_STREAM && (gsize)n < read_max)
-        break;
-      continue;
-    }
-    /* The peer's socket is full: keep the rest on the peer half, with the credentials it came with
-     * (every byte carries them) and, if nothing went, the descriptors (they go with the first byte);
-     * this half stops reading until it drains.  (seqpacket: sent is n or -1.) */
-    gsize from = sent > 0 ? (gsize)sent : 0;
-    o->pending = g_memdup2(r->buf + from, n - from);
-    o->pending_len = n - from;
-    o->pending_off = 0;
-    if (sent < 0 && nfds > 0) {
-      o->pending_fds = g_memdup2(fds, sizeof(int) * nfds);
-      o->pending_nfds = nfds;
-    } else {
-      close_fds(fds, nfds);
-    }
-    if (fwd_creds) {
-      o->pending_creds = TRUE;
-      o->creds = *fwd_creds;
-    }
-    half_update(r, h);
-    half_update(r, o);
-    break;
+    /* Bytes wait on the peer half: this half stops reading until they drain.  Or a short stream read
+     * emptied the queue (or stopped at a change of sender credentials, which leaves the socket
+     * readable: level-triggered epoll calls again), so another read now would only say EAGAIN. */
+    if (f > 0 || (r->cfg->sock_type == SOCK_STREAM && (gsize)n < read_max))
+      break;
   }
   half_update(r, h);
   return TRUE;
