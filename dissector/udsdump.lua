@@ -7,9 +7,10 @@
 --
 --  * dissects the metadata frames (every header field and TLV named), Protocol column "UNIX";
 --  * remembers each connection's OPEN frame, keyed by its 4-tuple (client ip/port, server ip/port);
---  * as a postdissector, gives every TCP/UDP frame of a known connection a "Unix Domain Socket" tree
---    of generated fields (unix.pid, unix.comm, unix.path, ...) and shows comm[pid] and the socket path
---    in Source/Destination, the sender in Source; Protocol and Info stay those of the real protocol.
+--  * once a capture shows it is udsdump's (a metadata frame), wraps Wireshark's IPv4 dissector: after
+--    IPv4/TCP/HTTP... have dissected a frame of a known connection, adds a "Unix Domain Socket" tree of
+--    generated fields (unix.pid, unix.comm, unix.path, ...) and shows comm[pid] and the socket path in
+--    Source/Destination, the sender in Source; Protocol and Info stay those of the real protocol.
 --
 -- The field names are the user-facing filter API, documented in docs/dissector.md: keep them stable.
 --
@@ -23,20 +24,34 @@
 --    labels everything that a two-pass read does, except what is only known later ("closed in frame").
 --  * Anything that is not a udsdump capture must go through untouched and without a Lua error: the
 --    EtherType is an experimental one other tools use too (no "UDSD" magic: not ours, return 0), the
---    postdissector sees every frame of every capture (nothing known: return at once), and metadata
---    and headers are bounds-checked before every read (a bad TLV is marked malformed, never trusted).
---  * Traffic frames are matched by the 4-tuple read from their own Ethernet/IPv4/TCP|UDP headers, the
+--    IPv4 wrapper is installed only after a valid metadata frame and removed when a file is closed,
+--    and metadata and headers are bounds-checked before every read (a bad TLV is marked malformed,
+--    never trusted).
+--  * Traffic frames are matched by the 4-tuple read from their own IPv4/TCP|UDP headers, the
 --    encapsulation the format fixes, not through Field.new extractors: those only see fields when a
 --    tree is built, and a first pass (tshark -2) builds none, so connections would go unlabelled.
---  * One Proto serves both roles: the EtherType table hands it the payload after the Ethernet header
---    (a sub-tvb, raw offset > 0), the postdissector hook hands it the whole frame (raw offset 0).
---  * Source/Destination: Wireshark renders those columns from pinfo.src/dst after all dissectors ran,
---    overwriting any text set by a dissector, unless the address is of type NONE.  Lua 4.0 cannot
---    construct such an address, so the first metadata frame's (always present before a labelled frame;
---    it has no network layer) is kept and assigned.  pinfo.net_src/net_dst keep the synthetic IPs (the
---    "Network src/dest addr" columns and conversation filters still work).
+--  * One Proto serves both EtherTypes it is registered for (pinfo.match_uint tells which): 0x88B5, the
+--    metadata, and 0x0800 once wrapped, where it calls the IPv4 dissector first and labels after it.
+--  * Source/Destination: Wireshark renders those columns from pinfo.src/dst, overwriting any text a
+--    dissector set, unless the address is of type NONE; since 4.2 the column fields (_ws.col.def_src,
+--    used by -T fields, filters and custom columns) are rendered right after the dissector chain, before
+--    any postdissector runs.  So the labels are set inside the chain, by the wrapper, right after IPv4
+--    and its payload are done: pinfo.src/dst become an address of type NONE (Lua can construct none; the
+--    network address of a frame is still NONE when the EtherType dispatches, so that one is kept), and
+--    pinfo.cols.src/dst the labels.  The same on 4.0 to 4.6.  pinfo.net_src/net_dst keep the synthetic
+--    IPs (the "Network src/dest addr" columns and conversation filters still work).
+--  * Runs on Lua 5.2 (Wireshark 4.0, 4.2) and 5.4 (4.4+): no bit32, unpack, loadstring or setfenv;
+--    integers stay integers (no "/" where a whole number is meant: math.floor, or %).
+--  * Loaded twice (a global copy from `meson install` and a personal one from scripts/install-personal),
+--    the second copy steps aside instead of failing on Proto("unix") (UDSDUMP_DISSECTOR, a deliberate
+--    global).
 
 local PLUGIN_VERSION = "0.1.0"
+
+if rawget(_G, "UDSDUMP_DISSECTOR") then
+    return  -- another copy is loaded already (see the invariants)
+end
+rawset(_G, "UDSDUMP_DISSECTOR", PLUGIN_VERSION)
 
 if set_plugin_info then
     set_plugin_info({
@@ -49,6 +64,9 @@ end
 local unix = Proto("unix", "Unix Domain Socket")
 
 local ETHERTYPE_UDSD = 0x88b5
+local ETHERTYPE_IPV4 = 0x0800
+local ethertype_table = DissectorTable.get("ethertype")
+local ipv4 = ethertype_table:get_dissector(ETHERTYPE_IPV4)  -- Wireshark's own, wrapped while labelling
 local HEADER_LEN = 24
 local FORMAT_VERSION = 1
 
@@ -159,12 +177,16 @@ local conns        -- 4-tuple key -> list of connection records, in order of the
 local pending_anc  -- connection record -> { [dir] = ancillary record waiting for its bytes }
 local frame_anc    -- data frame number -> ancillary record carried by that frame's bytes
 local frag_key     -- "src>dst/ip id" of a fragmented datagram -> its 4-tuple key (from its first fragment)
-local NONE_ADDR    -- an Address of type NONE, see the invariants
 local label_columns = true   -- unix.prefs.columns, read when a file starts and when preferences change
+local wrapped = false        -- IPv4 goes through unix.dissector (from the first valid metadata frame)
 
 local function reset_state()
     conns, pending_anc, frame_anc, frag_key = {}, {}, {}, {}
     label_columns = unix.prefs.columns
+    if wrapped then
+        ethertype_table:add(ETHERTYPE_IPV4, ipv4)
+        wrapped = false
+    end
 end
 reset_state()
 unix.init = reset_state    -- a new file, a reload, changed preferences: every frame is dissected anew
@@ -212,7 +234,7 @@ local function make_server_label(c)
     return "server #" .. c.conn
 end
 
--- Labels are made once per connection: the postdissector runs for every frame.
+-- Labels are made once per connection: the wrapper runs for every IPv4 frame.
 local function client_label(c)
     local l = c.client_label
     if not l then
@@ -231,17 +253,17 @@ local function server_label(c)
     return l
 end
 
--- Source and Destination, the sender first
-local function set_endpoint_columns(pinfo, c, dir)
-    if not label_columns or not NONE_ADDR then
+-- Source and Destination, the sender first; none_addr: an address of type NONE (see the invariants)
+local function set_endpoint_columns(pinfo, c, dir, none_addr)
+    if not label_columns then
         return
     end
     local src, dst = client_label(c), server_label(c)
     if dir == DIR_S2C then
         src, dst = dst, src
     end
-    pinfo.src = NONE_ADDR
-    pinfo.dst = NONE_ADDR
+    pinfo.src = none_addr
+    pinfo.dst = none_addr
     pinfo.cols.src = src
     pinfo.cols.dst = dst
 end
@@ -416,8 +438,9 @@ local function dissect_meta(tvb, pinfo, tree)
     if len < 4 or tvb(0, 4):string() ~= "UDSD" then
         return 0    -- another user of the experimental EtherType
     end
-    if not NONE_ADDR and tostring(pinfo.net_src) == "NONE" then
-        NONE_ADDR = pinfo.net_src
+    if not wrapped then
+        ethertype_table:add(ETHERTYPE_IPV4, unix)
+        wrapped = true
     end
     pinfo.cols.protocol = "UNIX"
 
@@ -542,59 +565,56 @@ local function dissect_meta(tvb, pinfo, tree)
     pinfo.cols.info = info
     root:append_text(", " .. info)
     if c then
-        set_endpoint_columns(pinfo, c, dir)
+        set_endpoint_columns(pinfo, c, dir, pinfo.net_src)
     elseif event == EV_INFO and v.path then
-        set_endpoint_columns(pinfo, { conn = 0, comm = "udsdump", path = v.path }, DIR_C2S)
+        set_endpoint_columns(pinfo, { conn = 0, comm = "udsdump", path = v.path }, DIR_C2S, pinfo.net_src)
     end
     return len
 end
 
 ---------------------------------------------------------------------------------------------------
--- Traffic frames (postdissector)
+-- Traffic frames (the IPv4 wrapper)
 
--- The 4-tuple of a frame as udsdump writes it (Ethernet, IPv4, then TCP, UDP, or UDP-Lite for a
--- datagram too big for UDP), read from the bytes: other dissectors' fields exist only when a tree is
--- built, which a first pass (tshark -2, tshark -r without a filter) does not do.  Also whether the frame
--- starts a message's bytes (carries_data: TCP payload, or the first frame of a datagram), for ancillary
--- data.  nil when the frame is not of that shape.
+-- The 4-tuple of a frame as udsdump writes it (IPv4 after Ethernet, then TCP, UDP, or UDP-Lite for a
+-- datagram too big for UDP), read from the bytes of the IPv4 packet: other dissectors' fields exist
+-- only when a tree is built, which a first pass (tshark -2, tshark -r without a filter) does not do.
+-- Also whether the frame starts a message's bytes (carries_data: TCP payload, or the first frame of a
+-- datagram), for ancillary data.  nil when the packet is not of that shape.
 local IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE = 6, 17, 136
 local sbyte, floor = string.byte, math.floor
 
 local function frame_tuple(tvb)
     local len = tvb:len()
-    if len < 34 then
+    if len < 20 then
         return nil
     end
-    -- one string of the headers (Ethernet, IPv4 with options, the start of TCP/UDP), then plain
-    -- arithmetic: a TvbRange per field would cost more than the rest of the postdissector
-    local h = tvb:raw(0, len < 90 and len or 90)
+    -- one string of the headers (IPv4 with options, the start of TCP/UDP), then plain arithmetic: a
+    -- TvbRange per field would cost more than the rest of the labelling
+    local h = tvb:raw(0, len < 76 and len or 76)
     local b = function(off) return sbyte(h, off + 1) end     -- byte at a 0-based offset
-    if b(12) ~= 0x08 or b(13) ~= 0x00 then
-        return nil
-    end
-    local vihl = b(14)
+    local vihl = b(0)
     local ihl = (vihl % 16) * 4
     if floor(vihl / 16) ~= 4 or ihl < 20 then
         return nil
     end
-    local proto = b(23)
+    local proto = b(9)
     if proto ~= IPPROTO_TCP and proto ~= IPPROTO_UDP and proto ~= IPPROTO_UDPLITE then
         return nil
     end
-    local frag = b(20) * 256 + b(21)
-    local a1, a2, a3, a4, d1, d2, d3, d4 = sbyte(h, 27, 34)
+    local frag = b(6) * 256 + b(7)
+    local a1, a2, a3, a4, d1, d2, d3, d4 = sbyte(h, 13, 20)
     local t = {
         src = ((a1 * 256 + a2) * 256 + a3) * 256 + a4, dst = ((d1 * 256 + d2) * 256 + d3) * 256 + d4,
-        ip_id = b(18) * 256 + b(19), more_frags = floor(frag / 0x2000) % 2 == 1, frag_off = frag % 0x2000,
+        ip_id = b(4) * 256 + b(5), more_frags = floor(frag / 0x2000) % 2 == 1, frag_off = frag % 0x2000,
     }
-    local th = 14 + ihl
+    local th = ihl
     if t.frag_off == 0 then
         if #h < th + (proto == IPPROTO_TCP and 13 or 4) then
             return nil
         end
         t.sport, t.dport = b(th) * 256 + b(th + 1), b(th + 2) * 256 + b(th + 3)
         if proto == IPPROTO_TCP then
-            t.carries_data = b(16) * 256 + b(17) - ihl - floor(b(th + 12) / 16) * 4 > 0
+            t.carries_data = b(2) * 256 + b(3) - ihl - floor(b(th + 12) / 16) * 4 > 0
         else
             t.carries_data = true   -- a datagram, even an empty one, is a message
         end
@@ -602,7 +622,7 @@ local function frame_tuple(tvb)
     return t
 end
 
-local function label_traffic(tvb, pinfo, tree)
+local function label_traffic(tvb, pinfo, tree, none_addr)
     local t = frame_tuple(tvb)
     if not t then
         return
@@ -652,18 +672,17 @@ local function label_traffic(tvb, pinfo, tree)
     if a then
         add_ancillary_labels(root, a)
     end
-    set_endpoint_columns(pinfo, c, dir)
+    set_endpoint_columns(pinfo, c, dir, none_addr)
 end
 
 function unix.dissector(tvb, pinfo, tree)
-    if tvb:offset() > 0 then
-        return dissect_meta(tvb, pinfo, tree)    -- from the EtherType table
+    if pinfo.match_uint ~= ETHERTYPE_IPV4 then
+        return dissect_meta(tvb, pinfo, tree)
     end
-    if next(conns) ~= nil then
-        label_traffic(tvb, pinfo, tree)          -- as postdissector: the whole frame
-    end
-    return 0
+    local none_addr = pinfo.net_src     -- still NONE: IPv4 has not run yet
+    local taken = ipv4:call(tvb, pinfo, tree)
+    label_traffic(tvb, pinfo, tree, none_addr)
+    return taken
 end
 
-register_postdissector(unix)
-DissectorTable.get("ethertype"):add(ETHERTYPE_UDSD, unix)
+ethertype_table:add(ETHERTYPE_UDSD, unix)

@@ -4,8 +4,11 @@
 Every expectation is computed from what the generator wrote (gen_capture.Capture.frames), frame by
 frame: the fields of the "Unix Domain Socket" tree, the Source/Destination columns, expert info, and
 display filters selecting exactly the frames they should.  Each tshark run happens in a throw-away
-HOME (the plugin installed in $HOME/.local/lib/wireshark/plugins, or loaded with -X lua_script:) and
-TMPDIR, and no run may print anything about Lua (load or runtime errors).  Output is TAP.
+HOME (the plugin installed in the personal Lua plugins folder tshark names, or loaded with
+-X lua_script:) and TMPDIR, and no run may print anything about Lua (load or runtime errors).  Where this
+tshark loads no personal plugin for root (4.2+), tshark runs as nobody: what such a Wireshark's users
+see.  Column field names and boolean output follow the tshark at hand (tests/lib/wireshark.py).
+Output is TAP.
 """
 import json
 import os
@@ -19,8 +22,10 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.dont_write_bytecode = True   # no __pycache__ left in the source tree
 import gen_capture as g  # noqa: E402
+import wireshark as W  # noqa: E402
 
 SRCDIR = os.environ.get("UDSDUMP_SRCDIR") or os.path.dirname(os.path.dirname(HERE))
 LUA = os.path.join(SRCDIR, "dissector", "udsdump.lua")
@@ -60,10 +65,17 @@ class Sandbox:
         self.home = os.path.join(self.root, "home")
         self.bare_home = os.path.join(self.root, "bare-home")
         self.tmp = os.path.join(self.root, "tmp")
-        plugins = os.path.join(self.home, ".local", "lib", "wireshark", "plugins")
-        for d in (plugins, self.bare_home, self.tmp):
+        for d in (self.home, self.bare_home, self.tmp):
             os.makedirs(d)
-        shutil.copy(LUA, plugins)
+        self.lua = os.path.join(self.root, "udsdump.lua")    # for -X lua_script: (readable by nobody too)
+        shutil.copy(LUA, self.lua)
+        self.nobody = W.reads_as_nobody()
+        owner = (W.NOBODY.pw_uid, W.NOBODY.pw_gid) if self.nobody else None
+        W.install_personal(self.home, owner=owner)
+        if owner:
+            os.chmod(self.root, 0o755)
+            for d in (self.bare_home, self.tmp):
+                os.chown(d, *owner)
         self.caps = {}
         for name, make in (("demo", g.demo), ("plain", g.plain), ("malformed", g.malformed)):
             cap = make()
@@ -84,8 +96,10 @@ class Sandbox:
     def tshark(self, args, plugin="home", stdin=None):
         """Runs tshark; plugin: "home" (installed), "script" (-X lua_script:), None (not loaded)."""
         home = self.home if plugin == "home" else self.bare_home
-        pre = ["-X", "lua_script:" + LUA] if plugin == "script" else []
+        pre = ["-X", "lua_script:" + self.lua] if plugin == "script" else []
         cmd = [TSHARK] + pre + args
+        if self.nobody:
+            cmd = W.as_nobody(cmd)
         stdin_f = open(stdin, "rb") if stdin else subprocess.DEVNULL
         try:
             p = subprocess.run(cmd, stdin=stdin_f, capture_output=True, env=self.env(home), timeout=90)
@@ -116,7 +130,7 @@ class Sandbox:
                 continue   # tshark -i chatter
             cols = line.split("\t")
             cols += [""] * (1 + len(names) - len(cols))
-            rows[int(cols[0])] = dict(zip(names, cols[1:]))
+            rows[int(cols[0])] = dict(zip(names, (W.field_value(v) for v in cols[1:])))
         return rows
 
     def frames(self, pcap, dfilter, extra=(), plugin="home"):
@@ -211,7 +225,7 @@ def test(fn):
 
 @test
 def plugin_registers_documented_fields(sb):
-    """installed in $HOME/.local/lib/wireshark/plugins: protocol "unix" and exactly the documented fields"""
+    """installed in the personal Lua plugins folder: protocol "unix" and exactly the documented fields"""
     protos = sb.tshark(["-G", "protocols"])
     check(["Unix Domain Socket", "UNIX", "unix"] in [l.split("\t")[:3] for l in protos.splitlines()],
           "no protocol \"Unix Domain Socket\" with filter name \"unix\" in tshark -G protocols")
@@ -290,7 +304,7 @@ def two_clients_told_apart(sb):
 def columns(sb):
     """Source/Destination: comm[pid] and the path, sender first; Protocol/Info of traffic unchanged"""
     cap, path = sb.caps["demo"]
-    cols = ["_ws.col.Source", "_ws.col.Destination", "_ws.col.Protocol", "_ws.col.Info"]
+    src, dst, proto, info_col = cols = [W.col(c) for c in ("Source", "Destination", "Protocol", "Info")]
     got = sb.fields(path, cols)
     bare = sb.fields(path, cols, plugin=None)
     bad = []
@@ -299,17 +313,16 @@ def columns(sb):
         if f is not None:
             cl, srv = client_label(f), f.path.decode()
             want = (srv, cl) if fr["dir"] == g.S2C else (cl, srv)
-            if (r["_ws.col.Source"], r["_ws.col.Destination"]) != want:
-                bad.append("frame %d: %s -> %s, expected %s -> %s" % (n, r["_ws.col.Source"],
-                                                                    r["_ws.col.Destination"], *want))
+            if (r[src], r[dst]) != want:
+                bad.append("frame %d: %s -> %s, expected %s -> %s" % (n, r[src], r[dst], *want))
         if fr["kind"] == "meta":
-            if r["_ws.col.Protocol"] != "UNIX":
-                bad.append("frame %d: protocol %r" % (n, r["_ws.col.Protocol"]))
+            if r[proto] != "UNIX":
+                bad.append("frame %d: protocol %r" % (n, r[proto]))
         else:
-            for c in ("_ws.col.Protocol", "_ws.col.Info"):
+            for c in (proto, info_col):
                 if r[c] != bare[n][c]:
                     bad.append("frame %d: %s %r, without the plugin %r" % (n, c, r[c][:80], bare[n][c][:80]))
-        info, ev = r["_ws.col.Info"], fr.get("event")
+        info, ev = r[info_col], fr.get("event")
         if ev == g.OPEN and info != "open %s -> %s" % (client_label(f), f.path.decode()):
             bad.append("frame %d: open info %r" % (n, info))
         if ev == g.CLOSE and info != "close %s -> %s" % (client_label(f), f.path.decode()):
@@ -321,8 +334,8 @@ def columns(sb):
         if ev == g.ANCILLARY and fr["ctrunc"] and "control data truncated" not in info:
             bad.append("frame %d: ancillary info %r" % (n, info))
     check(not bad, "\n".join(bad))
-    plain = sb.fields(path, ["_ws.col.Source"], ["-o", "unix.columns:FALSE", "-Y", "tcp"])
-    check(all(re.fullmatch(r"10\.\d+\.\d+\.\d+", r["_ws.col.Source"]) for r in plain.values()),
+    plain = sb.fields(path, [src], ["-o", "unix.columns:FALSE", "-Y", "tcp"])
+    check(all(re.fullmatch(r"10\.\d+\.\d+\.\d+", r[src]) for r in plain.values()),
           "unix.columns:FALSE still relabels Source")
 
 
@@ -381,9 +394,18 @@ def malformed_metadata(sb):
         check(sb.frames(path, "unix.expert.malformed", extra) == bad, "malformed frames not all marked")
         check(sb.frames(path, "unix.expert.version", extra) == future, "future version not marked")
     data = {fr["number"] for fr in cap.frames if fr["kind"] == "tcp"}
-    rows = sb.fields(path, ["_ws.col.Source", "unix.pid", "unix.comm"], ["-Y", "tcp"])
-    check(set(rows) == data and all(r["unix.pid"] == "4242" and r["_ws.col.Source"] in ("pid 4242", "/var/run/docker.sock")
+    src = W.col("Source")
+    rows = sb.fields(path, [src, "unix.pid", "unix.comm"], ["-Y", "tcp"])
+    check(set(rows) == data and all(r["unix.pid"] == "4242" and r[src] in ("pid 4242", "/var/run/docker.sock")
                                     for r in rows.values()), "traffic of a client with no comm: %r" % rows)
+
+
+@test
+def loaded_twice(sb):
+    """loaded twice (a global and a personal copy): the second steps aside, no Lua error, fields once"""
+    cap, path = sb.caps["demo"]
+    compare(sb.fields(path, FIELDS, ["-X", "lua_script:" + sb.lua]), expected_fields(cap),
+            "plugin folder and -X lua_script:")
 
 
 @test
@@ -394,7 +416,7 @@ def no_accidental_globals(sb):
         f.write('setmetatable(_G, {\n'
                 '  __newindex = function(_, k) error("udsdump.lua assigns the global " .. tostring(k), 2) end,\n'
                 '  __index = function(_, k) error("udsdump.lua reads the undefined global " .. tostring(k), 2) end })\n'
-                'dofile(%s)\n' % json.dumps(LUA))
+                'dofile(%s)\n' % json.dumps(sb.lua))
     for name in ("demo", "malformed", "plain"):
         for extra in (["-V"], ["-2", "-V"]):
             out = sb.tshark(["-X", "lua_script:" + strict, "-r", sb.caps[name][1]] + extra, plugin=None)

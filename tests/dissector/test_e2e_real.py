@@ -36,11 +36,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True   # no __pycache__ left in the source tree
 import gen_capture as g  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+import wireshark as W  # noqa: E402
 
 SRCDIR = os.environ.get("UDSDUMP_SRCDIR") or os.path.dirname(os.path.dirname(HERE))
 UDSDUMP = os.environ.get("UDSDUMP") or os.path.join(SRCDIR, "build", "udsdump")
 HTTP_SERVER = os.path.join(SRCDIR, "tests", "tools", "uds_http.py")
-LUA = os.path.join(SRCDIR, "dissector", "udsdump.lua")
 
 PY_CLIENT = r"""
 import socket, sys
@@ -287,13 +288,17 @@ def run(sc, results):
     results.append(("the capture follows the format: OPEN per client, addresses from the path", None))
 
     # -- the dissector
+    # read as the user who loads the personal plugin: root, or nobody where root's Wireshark loads none
     home = os.path.join(sc.tmp, "home")
-    os.makedirs(os.path.join(home, ".local", "lib", "wireshark", "plugins"))
-    shutil.copy(LUA, os.path.join(home, ".local", "lib", "wireshark", "plugins"))
-    env = dict(os.environ, HOME=home, TMPDIR=sc.tmp, LC_ALL="C.UTF-8")
+    os.mkdir(home)
+    nobody = W.reads_as_nobody()
+    W.install_personal(home, owner=(W.NOBODY.pw_uid, W.NOBODY.pw_gid) if nobody else None)
+    os.chmod(pcap, 0o644)
+    env = W.clean_env(home, TMPDIR=home)
 
     def tshark(*args):
-        r = subprocess.run(["tshark", "-r", pcap, *args], capture_output=True, env=env, timeout=60)
+        argv = ["tshark", "-r", pcap, *args]
+        r = subprocess.run(W.as_nobody(argv) if nobody else argv, capture_output=True, env=env, timeout=60)
         out, err = r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
         check(r.returncode == 0, "tshark %s: %s" % (" ".join(args), err))
         check("lua" not in err.lower() and "Lua Error" not in out, "Lua error: %s %s" % (err, out[:2000]))
@@ -302,7 +307,7 @@ def run(sc, results):
     tshark("-V")          # the whole tree, one pass and two: no Lua error anywhere
     tshark("-2", "-V")
     names = ["frame.number", "unix.pid", "unix.uid", "unix.gid", "unix.comm", "unix.path", "unix.server.pid",
-             "unix.server.comm", "_ws.col.Source", "_ws.col.Destination"]
+             "unix.server.comm", W.col("Source"), W.col("Destination")]
     rows = {}
     for line in tshark("-T", "fields", "-E", "occurrence=f", *sum((["-e", n] for n in names), [])).splitlines():
         c = line.split("\t")
@@ -318,9 +323,9 @@ def run(sc, results):
                 if r[k] != v:
                     bad.append("%s frame %d: %s = %r, expected %r" % (who, n, k, r[k], v))
             label = "%s[%d]" % (comm, pid)
-            if label not in (r["_ws.col.Source"], r["_ws.col.Destination"]) or \
-                    sc.sock not in (r["_ws.col.Source"], r["_ws.col.Destination"]):
-                bad.append("%s frame %d: columns %r -> %r" % (who, n, r["_ws.col.Source"], r["_ws.col.Destination"]))
+            cols = (r[W.col("Source")], r[W.col("Destination")])
+            if label not in cols or sc.sock not in cols:
+                bad.append("%s frame %d: columns %r -> %r" % (who, n, *cols))
     check(not bad, "\n".join(bad[:30]))
     results.append(("every frame of curl and of the python client carries its real pid, uid, gid, comm, "
                     "the server and the path; columns show comm[pid] and the path", None))
