@@ -30,6 +30,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from udstest import DirWatch, SRCDIR, UDSDUMP, UdsTestCase, ident, main  # noqa: E402
+import wireshark as W  # noqa: E402
 
 SSHDUMP = os.environ.get("SSHDUMP", "/usr/lib/x86_64-linux-gnu/wireshark/extcap/sshdump")
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself: it must be started by absolute path
@@ -167,17 +168,13 @@ class E2eCase(UdsTestCase):
         self.orig, self.before = ident(self.path), sorted(os.listdir(self.srv))
         self.watch = DirWatch(self.srv)
         self.home = os.path.join(self.tmp, "home")
-        extcap_dir = os.path.join(self.home, ".config", "wireshark", "extcap")
-        os.makedirs(extcap_dir)
-        self.extcap = os.path.join(extcap_dir, "udsdump")
-        shutil.copy(UDSDUMP, self.extcap)
-        os.chmod(self.extcap, 0o755)
+        os.mkdir(self.home)
+        folders = W.install_personal(self.home, extcap=UDSDUMP)
+        self.extcap = os.path.join(folders["personal_extcap"], "udsdump")
         self.exes = [self.extcap]  # this test's copies of udsdump: their processes are this test's
-        self.lua = os.path.isfile(LUA) and os.path.getsize(LUA) > 0
-        if os.path.isfile(LUA):
-            plugins = os.path.join(self.home, ".local", "lib", "wireshark", "plugins")
-            os.makedirs(plugins)
-            shutil.copy(LUA, plugins)
+        # Labels are checked where this tshark loads this source's dissector: the personal copy, or
+        # for root on 4.2+ (which loads no personal plugin) the global one if it is this source's.
+        self.lua = not W.reads_as_nobody() or W.global_lua_is_source()
         self.ttmp = os.path.join(self.tmp, "t")  # tshark's and dumpcap's temp files (FIFO, capture file)
         os.mkdir(self.ttmp)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("WIRESHARK_", "XDG_"))}
@@ -550,15 +547,8 @@ class InstallTest(UdsTestCase):
         run("meson", "compile", "-C", build)
         run("meson", "install", "-C", build, "--no-rebuild", "--quiet")
 
-        folders = {}
-        r = subprocess.run(["tshark", "-G", "folders"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                           timeout=60, check=True)
-        for line in r.stdout.decode().splitlines():
-            k, _, v = line.partition(":")
-            folders.setdefault(k.strip(), v.strip())
-        extcap_dir = folders.get("Global Extcap path") or folders.get("Extcap path")
-        lua_dir = folders.get("Global Lua Plugins")
-        self.assertTrue(extcap_dir and lua_dir, folders)
+        folders = W.folders(dict(os.environ))
+        extcap_dir, lua_dir = folders["global_extcap"], folders["global_lua"]
 
         exe = dest + os.path.join(extcap_dir, "udsdump")
         lua = dest + os.path.join(lua_dir, "udsdump.lua")

@@ -3,12 +3,12 @@
 tshark finding it in a throw-away HOME."""
 import os
 import re
-import shutil
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from udstest import UdsTestCase, UDSDUMP, main  # noqa: E402
+import wireshark as W  # noqa: E402
 
 SENTENCE = re.compile(r"^(extcap|interface|dlt|arg|value|control) (\{[a-z]+=([^}]|\}(?![{\s]|$))*\})+$")
 PAIR = re.compile(r"\{([a-z]+)=((?:[^}]|\}(?![{\s]|$))*)\}")
@@ -69,10 +69,8 @@ class ExtcapTest(UdsTestCase):
         path = os.path.join(self.tmp, "listed.sock")
         server = self.start_http(path)
         home = os.path.join(self.tmp, "home")
-        os.makedirs(os.path.join(home, ".config", "wireshark", "extcap"))
-        shutil.copy(UDSDUMP, os.path.join(home, ".config", "wireshark", "extcap", "udsdump"))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("WIRESHARK_", "XDG_"))}
-        env["HOME"] = home
+        W.install_personal(home, extcap=UDSDUMP, lua=None)
+        env = W.clean_env(home)
         r = subprocess.run(["tshark", "-D"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=60)
         out = r.stdout.decode()
         self.assertEqual(r.returncode, 0, r.stderr.decode())

@@ -15,6 +15,7 @@ import subprocess
 
 from rel import HELPERS, RelTestCase, UDSDUMP, http_big, ident, main
 from udstest import read_exactly
+import wireshark as W
 
 
 
@@ -247,10 +248,9 @@ class BadInputTest(RelTestCase):
                         self.assertRegex(line, r"^(arg|value|dlt) \{")
             # Wireshark's own parser is the judge: tshark -D lists every one of them.
             if shutil.which("tshark"):
-                conf = os.path.join(self.tmp, "wsconf")
-                os.makedirs(os.path.join(conf, "extcap"))
-                shutil.copy(UDSDUMP, os.path.join(conf, "extcap", "udsdump"))
-                t = run(["tshark", "-D"], env=dict(env, WIRESHARK_CONFIG_DIR=conf, HOME=self.tmp), timeout=120)
+                home = os.path.join(self.tmp, "wshome")
+                W.install_personal(home, extcap=UDSDUMP, lua=None)
+                t = run(["tshark", "-D"], env=dict(env, HOME=home), timeout=120)
                 listed = [ln for ln in t.stdout.decode("utf-8", "replace").splitlines()
                           if "unix:" + os.path.join(self.tmp, "h") in ln]
                 self.assertEqual(len(listed), len(socks), "tshark -D lists %d of %d: %s" % (
