@@ -273,14 +273,6 @@ class E2eCase(UdsTestCase):
         flagged = [r for r in rows if r["tcp.analysis.flags"]]
         self.assertEqual(flagged, [], "Wireshark's TCP analysis flags frames of clean traffic")
 
-    def fields_args(self):
-        args = ["-T", "fields", "-E", "separator=/t", "-E", "occurrence=f"]
-        for f in FIELDS:
-            args += ["-e", f]
-        return args
-
-
-class TsharkTest(E2eCase):
     def start_tshark(self, *args):
         p = self.spawn(["tshark", "-i", "unix:" + self.path, "-l", *args], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, env=self.env)
@@ -294,6 +286,14 @@ class TsharkTest(E2eCase):
         err = p.stderr.read().decode(errors="replace")
         return p.lines.finish(), err
 
+    def fields_args(self):
+        args = ["-T", "fields", "-E", "separator=/t", "-E", "occurrence=f"]
+        for f in FIELDS:
+            args += ["-e", f]
+        return args
+
+
+class TsharkTest(E2eCase):
     def test_live_http(self):
         """tshark -i unix:PATH decodes curl's requests live; Ctrl+C puts everything back."""
         p = self.start_tshark(*self.fields_args())
@@ -530,6 +530,110 @@ class SshdumpTest(E2eCase):
         with open(pcap, "wb") as f:
             f.write(b"".join(chunks))
         self.assert_http(parse_fields(self.tshark_read("-r", pcap, *self.fields_args())), REQUESTS)
+
+
+class WiresharkUsersTest(E2eCase):
+    """Wireshark as its users run it, whichever version is installed: root captures and reads the file
+    with the dissector from wherever root's Wireshark loads it (the personal folder on 4.0, only the
+    global one on 4.2+), an ordinary user reads root's capture, and an ordinary user captures a socket
+    of their own with udsdump installed by scripts/install-personal."""
+
+    def label_rows(self, argv, env):
+        """(Source, Destination, unix.pid) of the HTTP requests by curl in a capture file."""
+        r = subprocess.run(argv + ["-Y", 'http.request && unix.comm == "curl"', "-T", "fields",
+                                   "-e", W.col("Source"), "-e", W.col("Destination"), "-e", "unix.pid"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr.decode(errors="replace"))
+        return [tuple(line.split("\t")) for line in r.stdout.decode(errors="replace").splitlines() if line]
+
+    def assert_labelled(self, rows, path):
+        self.assertEqual(len(rows), REQUESTS, rows)
+        for src, dst, pid in rows:
+            self.assertEqual((src, dst), ("curl[%s]" % pid, path), "columns of a request")
+
+    def test_root_capture_read_by_root_and_user(self):
+        """as root: tshark -i unix:PATH -w x.pcapng; tshark -r x.pcapng -Y 'http.request && unix.comm ==
+        "curl"' finds every request, labelled, as root and as an ordinary user"""
+        if os.geteuid() != 0:
+            self.skipTest("needs root")
+        if not self.lua:
+            self.skipTest("root's Wireshark loads Lua plugins only from %s, which does not hold this source's "
+                          "dissector: meson install, then test again" % W.folders(self.env)["global_lua"])
+        out = os.path.join(self.tmp, "x.pcapng")
+        p = self.start_tshark("-w", out, "-P", *self.fields_args())
+        self.curl_n(REQUESTS)
+        self.assertTrue(p.lines.wait(lambda ls: responses(ls) >= REQUESTS, 30), p.lines.lines)
+        _, err = self.stop_tshark(p)
+        self.assertNotIn("Error by extcap", err)
+        self.assert_restored(self.extcap)
+        self.assert_labelled(self.label_rows(["tshark", "-r", out], self.env), self.path)
+        # An ordinary user, with the dissector in their personal folder, reads the same file.
+        home = os.path.join(self.tmp, "user-home")
+        os.mkdir(home)
+        W.install_personal(home, owner=(W.NOBODY.pw_uid, W.NOBODY.pw_gid))
+        os.chmod(out, 0o644)
+        self.assert_labelled(self.label_rows(W.as_nobody(["tshark", "-r", out]), W.clean_env(home, TMPDIR=home)),
+                             self.path)
+
+    def test_ordinary_user_captures_own_socket(self):
+        """an ordinary user installs udsdump with scripts/install-personal and captures a socket of their
+        own with tshark -i unix:PATH: decoded, labelled, put back"""
+        as_user = W.as_nobody if os.geteuid() == 0 else (lambda argv: argv)
+        owner = (W.NOBODY.pw_uid, W.NOBODY.pw_gid) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+        # What the user runs must be readable by them (the checkout may sit in /root, mode 0700).
+        tree = os.path.join(self.tmp, "tree")
+        for src, rel in ((UDSDUMP, "build/udsdump"), (LUA, "dissector/udsdump.lua"),
+                         (os.path.join(SRCDIR, "scripts", "install-personal"), "scripts/install-personal"),
+                         (os.path.join(SRCDIR, "scripts", "wireshark-folders"), "scripts/wireshark-folders"),
+                         (os.path.join(SRCDIR, "tests", "tools", "uds_http.py"), "uds_http.py")):
+            os.makedirs(os.path.dirname(os.path.join(tree, rel)), exist_ok=True)
+            shutil.copy(src, os.path.join(tree, rel))
+        own = os.path.join(self.tmp, "own")
+        home = os.path.join(own, "home")
+        os.makedirs(home)
+        for d in (own, home):
+            os.chown(d, *owner)
+        env = W.clean_env(home, TMPDIR=home)
+        r = subprocess.run(as_user([os.path.join(tree, "scripts", "install-personal"), os.path.join(tree, "build")]),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout.decode(errors="replace"))
+        folders = W.folders(env)
+        self.assertIn(folders["personal_extcap"], r.stdout.decode())
+        exe = os.path.join(folders["personal_extcap"], "udsdump")
+        self.exes.append(exe)
+        # The user's server, socket and capture.
+        path = os.path.join(own, "mine.sock")
+        fifo = os.path.join(own, "ready")
+        os.mkfifo(fifo)
+        os.chown(fifo, *owner)
+        server = self.spawn(as_user([sys.executable, os.path.join(tree, "uds_http.py"), path, "--mode", "0600",
+                                     "--ready", fifo]), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        self._wait_ready(fifo, server, "the user's HTTP server")
+        orig = ident(path)
+        watch = DirWatch(own)
+        try:
+            p = self.spawn(as_user(["tshark", "-i", "unix:" + path, "-l", "-Y", "http.request", "-T", "fields",
+                                    "-e", W.col("Source"), "-e", W.col("Destination"), "-e", "unix.pid"]),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            watch.wait(lambda: p.poll() is not None or ident(path) != orig, 60)
+            self.assertNotEqual(ident(path), orig, "tshark never interposed: %s" % (
+                p.communicate(timeout=30)[1].decode(errors="replace") if p.poll() is not None else "(running)"))
+            p.lines = LineReader(p.stdout)
+            for i in range(REQUESTS):
+                c = subprocess.run(as_user(["curl", "-sS", "--max-time", "10", "--unix-socket", path,
+                                            "http://localhost/?n=%d" % i]), stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, env=env, timeout=30)
+                self.assertEqual(c.stdout, b"hello\n", c.stderr.decode(errors="replace"))
+            self.assertTrue(p.lines.wait(lambda ls: len([l for l in ls if l]) >= REQUESTS, 30), p.lines.lines)
+            p.send_signal(signal.SIGINT)
+            p.wait(timeout=60)
+            self.assertNotIn("Error by extcap", p.stderr.read().decode(errors="replace"))
+            self.assert_labelled([tuple(l.split("\t")) for l in p.lines.finish() if l], path)
+            watch.wait(lambda: ident(path) == orig, 10)
+            self.assertEqual(ident(path), orig, "the user's socket must be put back")
+            self.assertEqual(wait_gone(exe, 10), [])
+        finally:
+            watch.close()
 
 
 class InstallTest(UdsTestCase):
