@@ -286,6 +286,15 @@ class E2eCase(UdsTestCase):
         err = p.stderr.read().decode(errors="replace")
         return p.lines.finish(), err
 
+    def capture_requests(self, out):
+        """tshark -i unix:PATH -w OUT while curl makes REQUESTS requests; stopped as by Ctrl+C, put back."""
+        p = self.start_tshark("-w", out, "-P", *self.fields_args())
+        self.curl_n(REQUESTS)
+        self.assertTrue(p.lines.wait(lambda ls: responses(ls) >= REQUESTS, 30), p.lines.lines)
+        _, err = self.stop_tshark(p)
+        self.assertNotIn("Error by extcap", err)
+        self.assert_restored(self.extcap)
+
     def fields_args(self):
         args = ["-T", "fields", "-E", "separator=/t", "-E", "occurrence=f"]
         for f in FIELDS:
@@ -308,12 +317,7 @@ class TsharkTest(E2eCase):
     def test_write_pcapng_then_read(self):
         """tshark -i unix:PATH -w file.pcapng, then tshark -r: the file holds the whole conversation."""
         out = os.path.join(self.tmp, "capture.pcapng")
-        p = self.start_tshark("-w", out, "-P", *self.fields_args())
-        self.curl_n(REQUESTS)
-        self.assertTrue(p.lines.wait(lambda ls: responses(ls) >= REQUESTS, 30), p.lines.lines)
-        _, err = self.stop_tshark(p)
-        self.assertNotIn("Error by extcap", err)
-        self.assert_restored(self.extcap)
+        self.capture_requests(out)
         self.assert_http(parse_fields(self.tshark_read("-r", out, *self.fields_args())), REQUESTS)
         self.assertEqual(self.tshark_read("-r", out, "-Y", "tcp.analysis.flags"), [])
         if self.lua:
@@ -560,12 +564,7 @@ class WiresharkUsersTest(E2eCase):
             self.skipTest("root's Wireshark loads Lua plugins only from %s, which does not hold this source's "
                           "dissector: meson install, then test again" % W.folders(self.env)["global_lua"])
         out = os.path.join(self.tmp, "x.pcapng")
-        p = self.start_tshark("-w", out, "-P", *self.fields_args())
-        self.curl_n(REQUESTS)
-        self.assertTrue(p.lines.wait(lambda ls: responses(ls) >= REQUESTS, 30), p.lines.lines)
-        _, err = self.stop_tshark(p)
-        self.assertNotIn("Error by extcap", err)
-        self.assert_restored(self.extcap)
+        self.capture_requests(out)
         self.assert_labelled(self.label_rows(["tshark", "-r", out], self.env), self.path)
         # An ordinary user, with the dissector in their personal folder, reads the same file.
         home = os.path.join(self.tmp, "user-home")
