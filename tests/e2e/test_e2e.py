@@ -674,6 +674,27 @@ class InstallTest(UdsTestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertTrue(r.stdout.startswith(b"extcap {version="), r.stdout[:200])
 
+    def test_no_wireshark_to_ask_is_an_error(self):
+        """without a Wireshark to ask where it looks, meson setup stops with a clear error (not an install
+        where no Wireshark looks); -Dextcapdir and -Dluadir make it build again"""
+        build = os.path.join(self.tmp, "build")
+        env = dict(os.environ, TSHARK="/nonexistent/tshark")
+        r = subprocess.run(["meson", "setup", build, SRCDIR, "-Dtests=false"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, env=env, timeout=300)
+        out = r.stdout.decode(errors="replace")
+        self.assertNotEqual(r.returncode, 0, out)
+        self.assertIn("/nonexistent/tshark not found", out)
+        self.assertIn("-Dextcapdir=DIR -Dluadir=DIR", out)
+        self.assertFalse(os.path.exists(os.path.join(build, "build.ninja")))
+        r = subprocess.run(["meson", "setup", build, SRCDIR, "-Dtests=false", "-Dextcapdir=/opt/x/extcap",
+                            "-Dluadir=/opt/x/lua"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                           timeout=300)
+        self.assertEqual(r.returncode, 0, r.stdout.decode(errors="replace"))
+        r = subprocess.run(["meson", "introspect", build, "--installed"], stdout=subprocess.PIPE, timeout=60)
+        installed = r.stdout.decode()
+        self.assertIn("/opt/x/extcap/udsdump", installed)
+        self.assertIn("/opt/x/lua/udsdump.lua", installed)
+
     @staticmethod
     def tree(root):
         return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
