@@ -10,6 +10,7 @@
 #include "discover.h"
 #include "log.h"
 #include "options.h"
+#include "privilege.h"
 #include "protocol.h"
 #include "relay.h"
 #include "side.h"
@@ -82,6 +83,12 @@ static int list_interfaces(gboolean extcap)
   return 0;
 }
 
+/* The group install opens what the user names with the user's rights: say so when that fails. */
+static const char *own_rights_note(gboolean denied)
+{
+  return uds_priv_capability_mode() && denied ? " (opened with your own rights)" : "";
+}
+
 static int open_output(const UdsOptions *o, UdsCaptureFormat *format, GError **error)
 {
   const char *target = o->fifo ? o->fifo : o->write_file;
@@ -107,8 +114,11 @@ static int open_output(const UdsOptions *o, UdsCaptureFormat *format, GError **e
   } else {
     fd = open(target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   }
-  if (fd < 0)
-    g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "cannot open %s for the capture: %s", target, g_strerror(errno));
+  if (fd < 0) {
+    int e = errno;
+    g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "cannot open %s for the capture: %s%s", target, g_strerror(e),
+                own_rights_note(e == EACCES || e == EPERM));
+  }
   return fd;
 }
 
@@ -280,6 +290,8 @@ out:
 
 int main(int argc, char **argv)
 {
+  uds_priv_delegate(argv);  /* the group install: members run the helper */
+  uds_priv_init();          /* before anything reads the environment or opens a file */
   UdsOptions o;
   g_autoptr(GError) err = NULL;
   if (!uds_options_parse(argc, argv, &o, &err)) {
@@ -298,7 +310,9 @@ int main(int argc, char **argv)
   if (o.log_level)
     uds_log_level_parse(o.log_level, &level);
   if (!uds_log_init(level, o.log_file, &err)) {
-    uds_error("%s", err->message);
+    uds_error("%s%s", err->message,
+              own_rights_note(g_error_matches(err, G_FILE_ERROR, G_FILE_ERROR_ACCES) ||
+                              g_error_matches(err, G_FILE_ERROR, G_FILE_ERROR_PERM)));
     release_fifo(&o);
     uds_options_clear(&o);
     return 1;

@@ -32,6 +32,7 @@
  * so docker.sock shows dockerd, not systemd.
  */
 #include "discover.h"
+#include "privilege.h"
 
 #include "wellknown.h"
 
@@ -598,7 +599,7 @@ static int ranked_cmp(const void *a, const void *b)
   return c ? c : (x->order > y->order) - (x->order < y->order);
 }
 
-GPtrArray *uds_discover(const char *proc_root, gboolean with_owners, GError **error)
+static GPtrArray *discover(const char *proc_root, gboolean with_owners, GError **error)
 {
   const char *root = proc_root ? proc_root : uds_proc_root();
   g_autoptr(VfsMap) vfs = vfs_map_for(root);
@@ -640,7 +641,7 @@ GPtrArray *uds_discover(const char *proc_root, gboolean with_owners, GError **er
   return out;
 }
 
-gboolean uds_discover_lookup(const char *proc_root, const char *path, UdsSocketInfo **out)
+static gboolean discover_lookup(const char *proc_root, const char *path, UdsSocketInfo **out)
 {
   const char *root = proc_root ? proc_root : uds_proc_root();
   if (out)
@@ -681,6 +682,24 @@ gboolean uds_discover_lookup(const char *proc_root, const char *path, UdsSocketI
     *out = info;
   }
   return TRUE;
+}
+
+/* In capability mode (the group install) the listing sees every socket of the host and names its
+ * owner, as root's does: other users' folders and /proc/PID/fd are read with UDS_PRIV_LIST. */
+GPtrArray *uds_discover(const char *proc_root, gboolean with_owners, GError **error)
+{
+  UdsCaps was = uds_priv_raise(UDS_PRIV_LIST);
+  GPtrArray *out = discover(proc_root, with_owners, error);
+  uds_priv_restore(was);
+  return out;
+}
+
+gboolean uds_discover_lookup(const char *proc_root, const char *path, UdsSocketInfo **out)
+{
+  UdsCaps was = uds_priv_raise(UDS_PRIV_LIST);
+  gboolean found = discover_lookup(proc_root, path, out);
+  uds_priv_restore(was);
+  return found;
 }
 
 /* ---- names --------------------------------------------------------------------------------------- */

@@ -54,6 +54,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "privilege.h"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -214,6 +215,9 @@ static void G_GNUC_NORETURN guardian_main(int chan, int pidfd, const UdsSwapPlac
   }
   umask(077);
   prctl(PR_SET_NAME, "udsdump-guard", 0, 0, 0);
+  /* Group install: uid 0 with only what a rename in the folder needs, so that the user who started
+   * the capture, who may kill the relay, cannot kill its guardian too. */
+  uds_priv_become_guardian();
 
   GuardMsg m;
   memset(&m, 0, sizeof m);

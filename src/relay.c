@@ -56,6 +56,7 @@
 #include "discover.h"
 #include "log.h"
 #include "peer.h"
+#include "privilege.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -252,6 +253,34 @@ static gboolean identity_covers(const UdsPeer *client, const UdsPeer *self)
   return TRUE;
 }
 
+/* Failing to get our identity back would leave the relay running as a client: never continue.
+ * abort() ends the process; the guardian puts PATH back. */
+static void identity_return(Relay *r, UdsCaps was)
+{
+  if (seteuid(r->self.uid) < 0)
+    abort();
+  /* Group install, back from a root client: uid 0 -> ours cleared the effective set (keep-caps kept
+   * the permitted one). */
+  uds_priv_raise(UDS_PRIV_IDENTITY);
+  if (setegid(r->self.gid) < 0 || setgroups(r->self.ngroups, r->self.groups) < 0)
+    abort();
+  uds_priv_restore(was);
+}
+
+/* Takes who's effective ids, for one connect(): groups and gid while we still may, uid last.
+ * *was: the capabilities to restore with identity_return.  FALSE with errno: we are ourselves. */
+static gboolean identity_take(Relay *r, const UdsPeer *who, UdsCaps *was)
+{
+  *was = uds_priv_raise(UDS_PRIV_IDENTITY);
+  if (setgroups(who->ngroups, who->groups) < 0 || setegid(who->gid) < 0 || seteuid(who->uid) < 0) {
+    int e = errno;
+    identity_return(r, *was);
+    errno = e;
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /* Connects a new socket of the relay's type to the real server, as `who`.  Returns the fd, or -1
  * with errno (EAGAIN: the server's backlog is full, try again; EPERM: we may not speak as `who`).
  * The kernel checks the socket file's (and its folders') permissions at connect time with the
@@ -291,25 +320,17 @@ static int connect_upstream(Relay *r, const UdsPeer *who)
   int fd = socket(AF_UNIX, r->cfg->sock_type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return -1;
-  if (switch_id) {
-    /* Order matters: groups and gid while still root, uid last; back in reverse. */
-    if (setgroups(who->ngroups, who->groups) < 0 || setegid(who->gid) < 0 || seteuid(who->uid) < 0) {
-      int e = errno;
-      if (seteuid(0) < 0 || setegid(r->self.gid) < 0 || setgroups(r->self.ngroups, r->self.groups) < 0)
-        abort();
-      close(fd);
-      errno = e;
-      return -1;
-    }
+  UdsCaps was = 0;
+  if (switch_id && !identity_take(r, who, &was)) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return -1;
   }
   int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
   int e = errno;
-  if (switch_id) {
-    /* Failing to get our identity back would leave the relay running as a client: never continue.
-     * abort() ends the process; the guardian puts PATH back. */
-    if (seteuid(0) < 0 || setegid(r->self.gid) < 0 || setgroups(r->self.ngroups, r->self.groups) < 0)
-      abort();
-  }
+  if (switch_id)
+    identity_return(r, was);
   if (rc < 0 && e != EINPROGRESS) {
     close(fd);
     errno = e;
@@ -439,16 +460,23 @@ static ssize_t send_ancillary(int fd, const struct sockaddr_un *to, socklen_t to
     msg.msg_controllen = clen;
   }
   ssize_t n;
+  UdsCaps was = creds ? uds_priv_raise(UDS_PRIV_IDENTITY) : 0;  /* another uid/gid: CAP_SETUID/SETGID */
   do
     n = sendmsg(fd, &msg, flags | MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
+  if (creds) {
+    int e = errno;
+    uds_priv_restore(was);
+    errno = e;
+  }
   if (n < 0 && creds && (errno == ESRCH || errno == EPERM)) {
     /* ESRCH: the process the credentials name has exited (a client that sent and quit; common with
      * datagrams).  Its uid and gid still stand, with our pid, which is what the kernel would have said
-     * had we sent nothing.  EPERM: we may not speak for it at all (a user namespace without
-     * CAP_SYS_ADMIN over the pid namespace): send nothing explicit, the kernel attaches ours. */
+     * had we sent nothing.  EPERM: we may not name another pid (no CAP_SYS_ADMIN over the pid
+     * namespace: the group install, a user namespace): its uid and gid with our pid, as for ESRCH; if
+     * even that is refused, nothing explicit, and the kernel attaches ours. */
     struct ucred mine = { .pid = getpid(), .uid = creds->uid, .gid = creds->gid };
-    gboolean retry_mine = errno == ESRCH && creds->pid != mine.pid;
+    gboolean retry_mine = creds->pid != mine.pid;
     return send_ancillary(fd, to, tolen, data, len, fds, nfds, retry_mine ? &mine : NULL, flags);
   }
   return n;
@@ -1794,6 +1822,9 @@ static gboolean hand_over_to_drain(Relay *r)
   r->stop = FALSE;
   r->stats = NULL;
   r->self.pid = getpid();   /* forwarded credentials naming "us" are the drain's now */
+  /* Group install: the drain never touches the folder or /proc of others again; it only forwards
+   * clients' credentials (and may connect a datagram sender as itself). */
+  uds_priv_keep_only(UDS_PRIV_IDENTITY);
   /* /proc/self of the parent: this process must open its own.  (The pipe is empty between reads;
    * the parent, which shares it, no longer uses it.) */
   for (Conn *c = r->conns; c; c = c->next) {
@@ -1853,7 +1884,7 @@ gboolean uds_relay_run(const UdsRelayConfig *cfg, UdsRelayStats *stats, GError *
   uds_peer_self(&r->self);
   r->kernel_uid = getuid();
   r->kernel_gid = getgid();
-  r->privileged = geteuid() == 0;
+  r->privileged = uds_priv_has(UDS_PRIV_IDENTITY);
   r->pipe[0] = r->pipe[1] = -1;
   r->no_splice = TRUE;
   r->buf = g_malloc(MAX(RELAY_CHUNK, DGRAM_MAX));

@@ -67,6 +67,7 @@
 #include "discover.h"
 #include "guardian.h"
 #include "log.h"
+#include "privilege.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -416,7 +417,7 @@ static gboolean in_groups(gid_t gid)
 
 /* ---- prepare ---- */
 
-UdsSwap *uds_swap_prepare(const char *path, GError **error)
+static UdsSwap *swap_prepare(const char *path, GError **error)
 {
   g_autofree char *folder = NULL, *base = NULL;
   int dirfd = -1, ofd = -1;
@@ -511,13 +512,14 @@ UdsSwap *uds_swap_prepare(const char *path, GError **error)
                   s->folder);
     else
       g_set_error(error, UDS_ERROR, UDS_ERROR_REFUSED,
-                  "%s: cannot write in folder %s: root or write access to the folder is needed", path, s->folder);
+                  "%s: cannot write in folder %s: root or write access to the folder is needed%s", path, s->folder,
+                  uds_priv_refusal_hint());
     goto bad;
   }
-  if (geteuid() != 0 && (st.st_uid != geteuid() || !in_groups(st.st_gid))) {
+  if (!uds_priv_has(UDS_PRIV_SWAP) && (st.st_uid != geteuid() || !in_groups(st.st_gid))) {
     g_set_error(error, UDS_ERROR, UDS_ERROR_REFUSED,
-                "%s: belongs to uid %u, gid %u: root is needed to give the relay socket the same owner", path,
-                (unsigned)st.st_uid, (unsigned)st.st_gid);
+                "%s: belongs to uid %u, gid %u: root is needed to give the relay socket the same owner%s", path,
+                (unsigned)st.st_uid, (unsigned)st.st_gid, uds_priv_refusal_hint());
     goto bad;
   }
 
@@ -833,7 +835,7 @@ undo:
   return -1;
 }
 
-int uds_swap_install(UdsSwap *s, GError **error)
+static int swap_install(UdsSwap *s, GError **error)
 {
   if (s->installed) {
     g_set_error(error, UDS_ERROR, UDS_ERROR_FAILED, "%s: already interposed", s->path);
@@ -861,7 +863,7 @@ int uds_swap_install(UdsSwap *s, GError **error)
 
 /* ---- restore ---- */
 
-gboolean uds_swap_restore(UdsSwap *s, GError **error)
+static gboolean swap_restore(UdsSwap *s, GError **error)
 {
   if (s->installed) {
     UdsPutBack r = uds_swap_put_back(&s->place, &s->state);
@@ -915,7 +917,7 @@ static gboolean drain_watch(UdsSwap *s)
   return relevant;
 }
 
-gboolean uds_swap_path_replaced(UdsSwap *s, int *new_listen_fd, GError **error)
+static gboolean swap_path_replaced(UdsSwap *s, int *new_listen_fd, GError **error)
 {
   if (new_listen_fd)
     *new_listen_fd = -1;
@@ -1053,7 +1055,7 @@ static guint remove_dead_temps(int dirfd, const char *folder, const char *base, 
   return removed;
 }
 
-gboolean uds_swap_repair(const char *path, GString *report, GError **error)
+static gboolean swap_repair(const char *path, GString *report, GError **error)
 {
   g_autofree char *folder = NULL, *base = NULL;
   int dirfd = -1;
@@ -1135,5 +1137,51 @@ gboolean uds_swap_repair(const char *path, GString *report, GError **error)
   ok = TRUE;
 out:
   close(dirfd);
+  return ok;
+}
+
+/* ---- the public calls: each runs with UDS_PRIV_SWAP effective in capability mode ----
+ *
+ * Everything above works on PATH's folder through its descriptor, on names it made itself or on the
+ * socket file PATH (checked to be a socket, never a symlink): these are the only operations of the
+ * group install that write as someone else.  Nothing the user names other than PATH is touched here. */
+
+UdsSwap *uds_swap_prepare(const char *path, GError **error)
+{
+  UdsCaps was = uds_priv_raise(UDS_PRIV_SWAP);
+  UdsSwap *s = swap_prepare(path, error);
+  uds_priv_restore(was);
+  return s;
+}
+
+int uds_swap_install(UdsSwap *s, GError **error)
+{
+  UdsCaps was = uds_priv_raise(UDS_PRIV_SWAP);
+  int fd = swap_install(s, error);
+  uds_priv_restore(was);
+  return fd;
+}
+
+gboolean uds_swap_restore(UdsSwap *s, GError **error)
+{
+  UdsCaps was = uds_priv_raise(UDS_PRIV_SWAP);
+  gboolean ok = swap_restore(s, error);
+  uds_priv_restore(was);
+  return ok;
+}
+
+gboolean uds_swap_path_replaced(UdsSwap *s, int *new_listen_fd, GError **error)
+{
+  UdsCaps was = uds_priv_raise(UDS_PRIV_SWAP);
+  gboolean changed = swap_path_replaced(s, new_listen_fd, error);
+  uds_priv_restore(was);
+  return changed;
+}
+
+gboolean uds_swap_repair(const char *path, GString *report, GError **error)
+{
+  UdsCaps was = uds_priv_raise(UDS_PRIV_SWAP);
+  gboolean ok = swap_repair(path, report, error);
+  uds_priv_restore(was);
   return ok;
 }
