@@ -15,9 +15,9 @@ enum { UDS_OBS_DATA = 1, UDS_OBS_ANCILLARY = 2 };
 enum { UDS_OBS_F_END = 1 };        /* the last record of one message (sendmmsg: of each message) */
 
 struct uds_obs_event {
-  __u64 ts_ns;       /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
-  __u64 conn;        /* inode of the server's end of the connection: the connection's identity */
-  __u64 peer;        /* inode of the client's end */
+  __u64 ts_ns;       /* when the send call began: CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+  __u64 conn;        /* inode of the client's end of the connection: the connection's identity */
+  __u64 peer;        /* inode of the server's end (0 while the server has not accepted it yet) */
   __u64 off;         /* DATA: offset of the first byte in this connection and direction's stream */
   __u32 tgid, uid, gid, len;   /* the sending process; len: payload bytes that follow */
   __u16 kind;        /* UDS_OBS_DATA / UDS_OBS_ANCILLARY */

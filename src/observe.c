@@ -10,12 +10,19 @@
  * frame.  Nothing on disk is touched, so the socket's path, inode, owner and mode never change, and
  * connections opened before the capture are captured from their next byte.
  *
- * Connections.  A connection is known by the inode of its server end (the socket accept() made), which
- * the kernel does not reuse while the socket lives.  It is opened in the capture at its first record;
- * the client is the sender when the client spoke first, else the process holding the client end
- * (found in /proc).  The kernel has no "closed" event on the syscall tracepoints, so a connection ends
- * when its server end disappears from /proc/net/unix (checked every OBS_TICK_MS, after the ring is
+ * Connections.  A connection is known by the inode of its client end, which the kernel does not reuse
+ * while the socket lives (the server end has none until accept(), and clients send before that).  It
+ * is opened in the capture at its first record; the client is the sender when the client spoke first,
+ * else the process holding the client end (found in /proc when the record arrives, before the client
+ * may be gone).  The kernel has no "closed" event on the syscall tracepoints, so a connection ends
+ * when its client end disappears from /proc/net/unix (checked every OBS_TICK_MS, after the ring is
  * drained): FIN both ways, then CLOSE.
+ *
+ * Order.  A record leaves the kernel when its send call returns, but the answer to a request can be
+ * sent (its call begun and ended) before the request's own call has returned: the sender of the
+ * request was merely slow to be scheduled again.  Records therefore carry the time their call began,
+ * which no answer can precede, and wait REORDER_NS here to be written in that order.  A record later
+ * than that (a long blocking send) is written when it comes; REORDER_MAX_BYTES bounds what waits.
  *
  * Losses.  Every record carries the offset of its first byte in its connection and direction, counted
  * in the kernel for every byte sent; a gap between what arrived and that offset is bytes the ring had
@@ -53,11 +60,20 @@
 #include <unistd.h>
 
 #define OBS_TICK_MS 200           /* how often ended connections are looked for */
+#define REORDER_NS (20 * 1000000) /* records wait this long to be put in the order their calls began */
+#define REORDER_MAX_BYTES (16u << 20)   /* ... unless this much waits: then the oldest go at once */
 #define CAPTURE_FLUSH_MS 5        /* as the relay: a live view 5 ms late is not visibly late */
 #define BTF_PATH "/sys/kernel/btf/vmlinux"
 #define CAP_SYS_ADMIN_BIT 21
 #define CAP_PERFMON_BIT 38
 #define CAP_BPF_BIT 39
+
+/* A record waiting to be put in order.  Passed descriptors are described on arrival, while the sender
+ * most likely still holds them. */
+typedef struct {
+  char **fd_desc;
+  struct uds_obs_event e;     /* last: its payload follows */
+} Held;
 
 typedef struct {
   UdsFlow flow;
@@ -76,7 +92,10 @@ struct UdsObserve {
   /* run */
   UdsCapture *cap;
   UdsObserveStats *stats;
-  GHashTable *conns;          /* server end inode -> ObsConn */
+  GHashTable *conns;          /* client end inode -> ObsConn */
+  GHashTable *clients;        /* client end inode -> UdsPeer, found when its first record arrived */
+  GPtrArray *held;            /* records (copies) waiting to be put in order */
+  gsize held_bytes;
   gint64 mono_to_real;        /* add to a CLOCK_MONOTONIC ns time for CLOCK_REALTIME */
   int epfd, sigfd, flushfd, tickfd;
   guint32 cap_mask;           /* events registered for the capture fd; G_MAXUINT32: not pollable */
@@ -340,40 +359,33 @@ static ObsConn *conn_get(UdsObserve *o, const struct uds_obs_event *e, const str
   c = g_new0(ObsConn, 1);
   c->conn = e->conn;
   c->peer = e->peer;
-  UdsPeer client;
-  gboolean known = TRUE;
-  if (e->dir == UDS_DIR_C2S) {
-    memset(&client, 0, sizeof client);
-    client.pid = (pid_t)e->tgid;
-    client.uid = e->uid;
-    client.gid = e->gid;
-    client.ngroups = -1;
-    memcpy(client.comm, e->comm, MIN(sizeof client.comm - 1, sizeof e->comm));
-  } else {
-    known = owner_of(e->peer, &client);
-  }
   UdsConnMeta meta = {
-    .client = known ? &client : NULL,
+    .client = g_hash_table_lookup(o->clients, &e->conn),
     .server_pid = o->server_pid,
     .server_comm = o->server_comm,
   };
   uds_capture_conn_open(o->cap, &c->flow, &meta, ts);
+  g_hash_table_remove(o->clients, &e->conn);
   g_hash_table_insert(o->conns, &c->conn, c);
   o->stats->connections++;
   return c;
 }
 
-static void on_ancillary(UdsObserve *o, ObsConn *c, const struct uds_obs_event *e, const struct timespec *ts)
+static char **describe_fds(const struct uds_obs_event *e)
 {
-  int shown = MIN(e->nfds, UDS_OBS_MAX_FDS);
-  g_autoptr(GPtrArray) desc = g_ptr_array_new_with_free_func(g_free);
-  for (int i = 0; i < shown; i++)
-    g_ptr_array_add(desc, describe_fd((pid_t)e->tgid, e->fds[i]));
-  for (int i = shown; i < e->nfds; i++)
-    g_ptr_array_add(desc, g_strdup("(not recorded)"));
+  int n = MAX(e->nfds, 0), shown = MIN(n, UDS_OBS_MAX_FDS);
+  char **desc = g_new0(char *, n + 1);
+  for (int i = 0; i < n; i++)
+    desc[i] = i < shown ? describe_fd((pid_t)e->tgid, e->fds[i]) : g_strdup("(not recorded)");
+  return desc;
+}
+
+static void on_ancillary(UdsObserve *o, ObsConn *c, const struct uds_obs_event *e, char **fd_desc,
+                         const struct timespec *ts)
+{
   UdsAncillary anc = {
     .nfds = e->nfds,
-    .fd_desc = (const char *const *)desc->pdata,
+    .fd_desc = (const char *const *)fd_desc,
     .has_creds = e->has_creds != 0,
     .pid = (pid_t)e->cred_pid,
     .uid = e->cred_uid,
@@ -415,20 +427,103 @@ static void on_data(UdsObserve *o, ObsConn *c, const struct uds_obs_event *e, co
   }
 }
 
+static void process_record(UdsObserve *o, const Held *h)
+{
+  const struct uds_obs_event *e = &h->e;
+  struct timespec ts;
+  event_time(o, e->ts_ns, &ts);
+  ObsConn *c = conn_get(o, e, &ts);
+  if (e->kind == UDS_OBS_ANCILLARY)
+    on_ancillary(o, c, e, h->fd_desc, &ts);
+  else if (e->kind == UDS_OBS_DATA)
+    on_data(o, c, e, &ts);
+}
+
 static int on_record(void *ctx, void *data, size_t size)
 {
   UdsObserve *o = ctx;
   const struct uds_obs_event *e = data;
   if (size < sizeof *e || e->dir > 1 || (e->kind == UDS_OBS_DATA && size < sizeof *e + e->len))
     return 0;
-  struct timespec ts;
-  event_time(o, e->ts_ns, &ts);
-  ObsConn *c = conn_get(o, e, &ts);
-  if (e->kind == UDS_OBS_ANCILLARY)
-    on_ancillary(o, c, e, &ts);
-  else if (e->kind == UDS_OBS_DATA)
-    on_data(o, c, e, &ts);
-  return uds_capture_done(o->cap) ? -1 : 0;   /* -c reached: stop consuming */
+  gsize n = sizeof *e + (e->kind == UDS_OBS_DATA ? e->len : 0);
+  if (!g_hash_table_contains(o->conns, &e->conn) && !g_hash_table_contains(o->clients, &e->conn)) {
+    /* A new connection: who the client is, while it is surely there. */
+    UdsPeer *client = g_new0(UdsPeer, 1);
+    guint64 *key = g_new(guint64, 1);
+    *key = e->conn;
+    if (e->dir == UDS_DIR_C2S) {
+      client->pid = (pid_t)e->tgid;
+      client->uid = e->uid;
+      client->gid = e->gid;
+      client->ngroups = -1;
+      memcpy(client->comm, e->comm, MIN(sizeof client->comm - 1, sizeof e->comm));
+    } else if (!owner_of(e->conn, client)) {
+      g_clear_pointer(&client, g_free);
+    }
+    g_hash_table_insert(o->clients, key, client);
+  }
+  Held *h = g_malloc(G_STRUCT_OFFSET(Held, e) + n);
+  memcpy(&h->e, e, n);
+  h->fd_desc = e->kind == UDS_OBS_ANCILLARY ? describe_fds(e) : NULL;
+  g_ptr_array_add(o->held, h);
+  o->held_bytes += n;
+  return 0;
+}
+
+/* When the calls began; within one call, its control data before its bytes, its bytes in order. */
+static int held_cmp(gconstpointer a, gconstpointer b)
+{
+  const struct uds_obs_event *x = &(*(const Held *const *)a)->e, *y = &(*(const Held *const *)b)->e;
+  if (x->ts_ns != y->ts_ns)
+    return x->ts_ns < y->ts_ns ? -1 : 1;
+  if (x->conn != y->conn)
+    return x->conn < y->conn ? -1 : 1;
+  if (x->dir != y->dir)
+    return x->dir < y->dir ? -1 : 1;
+  if (x->kind != y->kind)
+    return x->kind == UDS_OBS_ANCILLARY ? -1 : 1;
+  return x->off < y->off ? -1 : x->off > y->off;
+}
+
+static guint64 mono_ns(void)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (guint64)t.tv_sec * 1000000000u + (guint64)t.tv_nsec;
+}
+
+/* Writes the held records whose wait is over (all: every one), oldest first. */
+static void release_held(UdsObserve *o, gboolean all)
+{
+  if (o->held->len == 0)
+    return;
+  g_ptr_array_sort(o->held, held_cmp);
+  guint64 now = mono_ns();
+  guint n = 0;
+  for (; n < o->held->len; n++) {
+    Held *h = g_ptr_array_index(o->held, n);
+    const struct uds_obs_event *e = &h->e;
+    if (!all && e->ts_ns + REORDER_NS > now && o->held_bytes <= REORDER_MAX_BYTES)
+      break;
+    if (!uds_capture_done(o->cap))   /* -c reached: the rest is not wanted */
+      process_record(o, h);
+    o->held_bytes -= sizeof *e + (e->kind == UDS_OBS_DATA ? e->len : 0);
+    g_strfreev(h->fd_desc);
+    g_free(h);
+  }
+  g_ptr_array_remove_range(o->held, 0, n);
+}
+
+/* How long the loop may sleep before the oldest held record is due (-1: nothing held). */
+static int held_timeout_ms(UdsObserve *o)
+{
+  if (o->held->len == 0)
+    return -1;
+  guint64 oldest = G_MAXUINT64;
+  for (guint i = 0; i < o->held->len; i++)
+    oldest = MIN(oldest, ((Held *)g_ptr_array_index(o->held, i))->e.ts_ns);
+  guint64 now = mono_ns();
+  return oldest + REORDER_NS <= now ? 0 : (int)((oldest + REORDER_NS - now) / 1000000 + 1);
 }
 
 /* Bytes the kernel counted for conn/dir that never arrived (the last records of a connection). */
@@ -457,12 +552,13 @@ static void conn_end(UdsObserve *o, ObsConn *c, const struct timespec *ts)
   uds_capture_conn_close(o->cap, &c->flow, ts);
 }
 
-/* Connections whose server end is gone from /proc/net/unix have ended. */
+/* Connections whose client end is gone from /proc/net/unix have ended. */
 static void reap_connections(UdsObserve *o)
 {
   if (g_hash_table_size(o->conns) == 0)
     return;
   ring_buffer__consume(o->ring);   /* their last bytes first */
+  release_held(o, FALSE);
   g_autofree char *text = NULL;
   if (!g_file_get_contents("/proc/net/unix", &text, NULL, NULL))
     return;
@@ -478,6 +574,9 @@ static void reap_connections(UdsObserve *o)
   }
   for (guint i = 0; i < inodes->len; i++)
     g_hash_table_add(alive, &g_array_index(inodes, guint64, i));
+  /* A connection with records still waiting to be ordered ends at a later tick, after them. */
+  for (guint i = 0; i < o->held->len; i++)
+    g_hash_table_add(alive, &((Held *)g_ptr_array_index(o->held, i))->e.conn);
   struct timespec now;
   clock_gettime(CLOCK_REALTIME, &now);
   GHashTableIter it;
@@ -598,12 +697,15 @@ gboolean uds_observe_run(UdsObserve *o, UdsCapture *cap, UdsObserveStats *stats,
   o->cap = cap;
   o->stats = stats;
   o->conns = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, obs_conn_free);
+  o->held = g_ptr_array_new();   /* records are freed as they are released */
+  o->clients = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
   gboolean ok = loop_setup(o, error);
   int ringfd = o->ring ? ring_buffer__epoll_fd(o->ring) : -1;
   while (ok && !o->stop) {
     struct epoll_event evs[8];
+    schedule_capture(o);   /* the pcap header at once: the reader then knows the programs are attached */
     watch_capture(o);
-    int n = epoll_wait(o->epfd, evs, G_N_ELEMENTS(evs), -1);
+    int n = epoll_wait(o->epfd, evs, G_N_ELEMENTS(evs), held_timeout_ms(o));
     if (n < 0 && errno != EINTR) {
       g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "epoll_wait: %s", g_strerror(errno));
       ok = FALSE;
@@ -633,15 +735,18 @@ gboolean uds_observe_run(UdsObserve *o, UdsCapture *cap, UdsObserveStats *stats,
         flush_capture(o);
       }
     }
+    release_held(o, FALSE);
     if (uds_capture_done(cap))
       o->stop = TRUE;
-    schedule_capture(o);
   }
   /* What the kernel has handed over is written; connections still open stay open (they are not ours). */
   if (o->ring && !uds_capture_done(cap))
     ring_buffer__consume(o->ring);
+  release_held(o, TRUE);
   uds_capture_finish(cap, 2000);
   g_clear_pointer(&o->conns, g_hash_table_destroy);
+  g_clear_pointer(&o->held, g_ptr_array_unref);
+  g_clear_pointer(&o->clients, g_hash_table_destroy);
   loop_close(o);
   o->cap = NULL;
   return ok;

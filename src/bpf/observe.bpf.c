@@ -14,7 +14,9 @@
  * Exit.  Only now is it known how much was really sent (a send may be partial, or fail); exactly that
  * many bytes are copied from the sender's buffers (still untouched: the thread is still in the call),
  * in records of at most UDS_OBS_CHUNK bytes, walking the iovecs and, for sendmmsg, the messages.  Each
- * record says the connection (the server end's socket inode), the direction, the sending process
+ * record says when the call began (what orders a request before its answer: the answer may leave its
+ * call before the request leaves its own), the connection (the client end's socket inode), the
+ * direction, the sending process
  * (pid, comm, uid: whoever made this call, a forked child included) and the offset of its bytes in the
  * stream, taken from a per-connection counter: a record the ring buffer had no room for leaves a gap
  * that user space reports as lost bytes, never silently.  Control data (SCM_RIGHTS, SCM_CREDENTIALS)
@@ -54,7 +56,7 @@ const volatile char target_name[UDS_OBS_NAME_MAX] = {};   /* sun_path: NUL, then
 const volatile __u32 self_tgid = 0;     /* udsdump itself is never observed */
 
 struct inflight {
-  __u64 conn, peer, arg;
+  __u64 ts, conn, peer, arg;
   __u32 count, nr;
   __u32 dir;
 };
@@ -87,7 +89,7 @@ struct {
  * that change every round would make it explore every round.  Per thread, not per CPU: a preemptible
  * kernel may run another sender's exit on this CPU in the middle of ours. */
 struct walk {
-  __u64 conn, peer, dir;
+  __u64 ts, conn, peer, dir;
   __u64 mmsg;            /* sendmmsg: the mmsghdr array; 0 otherwise */
   __u32 nmsgs, msg_idx;
   __u64 iov;             /* the current message's iovec array (0: seg_* given directly) */
@@ -169,19 +171,22 @@ int uds_enter(struct bpf_raw_tracepoint_args *ctx)
   struct inflight p = { .nr = (__u32)nr };
   __u64 self = BPF_CORE_READ(ino, i_ino);
   __u64 other = socket_ino(BPF_CORE_READ(&peer->sk, sk_socket));
+  /* The connection is known by its client end: the server end has no socket (no inode) until the
+   * server accepts it, and a client may send before that. */
   if (is_target(u)) {
     p.dir = 1;          /* the server's end sends: to the client */
-    p.conn = self;
-    p.peer = other;
-  } else if (is_target(peer)) {
-    p.dir = 0;
     p.conn = other;
     p.peer = self;
+  } else if (is_target(peer)) {
+    p.dir = 0;
+    p.conn = self;
+    p.peer = other;
   } else {
     return 0;
   }
   if (!p.conn)
     return 0;
+  p.ts = bpf_ktime_get_ns();
   p.arg = PT_REGS_PARM2_CORE_SYSCALL(regs);
   p.count = (__u32)PT_REGS_PARM3_CORE_SYSCALL(regs);
   bpf_map_update_elem(&inflight, &id, &p, BPF_ANY);
@@ -192,7 +197,7 @@ static __always_inline void fill(struct uds_obs_event *e, const struct walk *w, 
 {
   __u64 id = bpf_get_current_pid_tgid();
   __u64 ug = bpf_get_current_uid_gid();
-  e->ts_ns = bpf_ktime_get_ns();
+  e->ts_ns = w->ts;
   e->conn = w->conn;
   e->peer = w->peer;
   e->off = w->off;
@@ -352,7 +357,7 @@ int uds_exit(struct bpf_raw_tracepoint_args *ctx)
   if (ret <= 0)
     return 0;
 
-  struct walk init = { .conn = p.conn, .peer = p.peer, .dir = p.dir };
+  struct walk init = { .ts = p.ts, .conn = p.conn, .peer = p.peer, .dir = p.dir };
   if (bpf_map_update_elem(&walks, &id, &init, BPF_ANY))
     return 0;
   struct walk *w = bpf_map_lookup_elem(&walks, &id);
