@@ -9,7 +9,7 @@
 #define UDS_OBS_SMALL 512          /* records of small sends reserve only this much ring space */
 #define UDS_OBS_MAX_FDS 16         /* SCM_RIGHTS descriptors recorded per message */
 #define UDS_OBS_NAME_MAX 108       /* sizeof sun_path */
-#define UDS_OBS_RING_BYTES (8u << 20)
+#define UDS_OBS_RING_BYTES (32u << 20)   /* charged to udsdump's memory cgroup while it runs */
 
 enum { UDS_OBS_DATA = 1, UDS_OBS_ANCILLARY = 2 };
 enum { UDS_OBS_F_END = 1 };        /* the last record of one message (sendmmsg: of each message) */

@@ -60,6 +60,7 @@
 #include <unistd.h>
 
 #define OBS_TICK_MS 200           /* how often ended connections are looked for */
+#define OBS_DRAIN_MS 5            /* how often the ring is drained (the kernel wakes us only when full) */
 #define REORDER_NS (20 * 1000000) /* records wait this long to be put in the order their calls began */
 #define REORDER_MAX_BYTES (16u << 20)   /* ... unless this much waits: then the oldest go at once */
 #define CAPTURE_FLUSH_MS 5        /* as the relay: a live view 5 ms late is not visibly late */
@@ -97,7 +98,7 @@ struct UdsObserve {
   GPtrArray *held;            /* records (copies) waiting to be put in order */
   gsize held_bytes;
   gint64 mono_to_real;        /* add to a CLOCK_MONOTONIC ns time for CLOCK_REALTIME */
-  int epfd, sigfd, flushfd, tickfd;
+  int epfd, sigfd, flushfd, tickfd, drainfd;
   guint32 cap_mask;           /* events registered for the capture fd; G_MAXUINT32: not pollable */
   gboolean flush_armed, cap_blocked, stop;
 };
@@ -204,7 +205,7 @@ UdsObserve *uds_observe_start(const char *name, GError **error)
   }
   g_autoptr(UdsObserve) o = g_new0(UdsObserve, 1);
   o->name = g_strdup(name);
-  o->epfd = o->sigfd = o->flushfd = o->tickfd = -1;
+  o->epfd = o->sigfd = o->flushfd = o->tickfd = o->drainfd = -1;
 
   libbpf_log = g_string_new(NULL);
   libbpf_set_print(libbpf_print);
@@ -492,6 +493,8 @@ static guint64 mono_ns(void)
   return (guint64)t.tv_sec * 1000000000u + (guint64)t.tv_nsec;
 }
 
+static void flush_capture(UdsObserve *o);
+
 /* Writes the held records whose wait is over (all: every one), oldest first. */
 static void release_held(UdsObserve *o, gboolean all)
 {
@@ -505,8 +508,12 @@ static void release_held(UdsObserve *o, gboolean all)
     const struct uds_obs_event *e = &h->e;
     if (!all && e->ts_ns + REORDER_NS > now && o->held_bytes <= REORDER_MAX_BYTES)
       break;
+    if (!all && o->cap_blocked && o->held_bytes <= REORDER_MAX_BYTES)
+      break;   /* the reader is behind: wait for it here, where waiting is bounded, not in the capture */
     if (!uds_capture_done(o->cap))   /* -c reached: the rest is not wanted */
       process_record(o, h);
+    if (uds_capture_flush_due(o->cap) && !o->cap_blocked)
+      flush_capture(o);              /* a burst of records must not overrun the capture's buffer */
     o->held_bytes -= sizeof *e + (e->kind == UDS_OBS_DATA ? e->len : 0);
     g_strfreev(h->fd_desc);
     g_free(h);
@@ -651,14 +658,17 @@ static gboolean loop_setup(UdsObserve *o, GError **error)
   o->epfd = epoll_create1(EPOLL_CLOEXEC);
   o->flushfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   o->tickfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  o->drainfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   o->ring = ring_buffer__new(bpf_map__fd(o->skel->maps.events), on_record, o, NULL);
-  if (o->sigfd < 0 || o->epfd < 0 || o->flushfd < 0 || o->tickfd < 0 || !o->ring) {
+  if (o->sigfd < 0 || o->epfd < 0 || o->flushfd < 0 || o->tickfd < 0 || o->drainfd < 0 || !o->ring) {
     g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "observe: cannot set up the event loop: %s", g_strerror(errno));
     return FALSE;
   }
   struct itimerspec tick = { .it_value.tv_nsec = OBS_TICK_MS * 1000000L, .it_interval.tv_nsec = OBS_TICK_MS * 1000000L };
   timerfd_settime(o->tickfd, 0, &tick, NULL);
-  int fds[] = { ring_buffer__epoll_fd(o->ring), o->sigfd, o->flushfd, o->tickfd };
+  struct itimerspec drain = { .it_value.tv_nsec = OBS_DRAIN_MS * 1000000L, .it_interval.tv_nsec = OBS_DRAIN_MS * 1000000L };
+  timerfd_settime(o->drainfd, 0, &drain, NULL);
+  int fds[] = { ring_buffer__epoll_fd(o->ring), o->sigfd, o->flushfd, o->tickfd, o->drainfd };
   for (gsize i = 0; i < G_N_ELEMENTS(fds); i++) {
     struct epoll_event ev = { .events = EPOLLIN, .data.fd = fds[i] };
     if (epoll_ctl(o->epfd, EPOLL_CTL_ADD, fds[i], &ev) < 0) {
@@ -690,6 +700,7 @@ static void loop_close(UdsObserve *o)
   close_fd(&o->sigfd);
   close_fd(&o->flushfd);
   close_fd(&o->tickfd);
+  close_fd(&o->drainfd);
 }
 
 gboolean uds_observe_run(UdsObserve *o, UdsCapture *cap, UdsObserveStats *stats, GError **error)
@@ -714,6 +725,9 @@ gboolean uds_observe_run(UdsObserve *o, UdsCapture *cap, UdsObserveStats *stats,
     for (int i = 0; i < n; i++) {
       int fd = evs[i].data.fd;
       if (fd == ringfd) {
+        ring_buffer__consume(o->ring);
+      } else if (fd == o->drainfd) {
+        drain_fd(fd);
         ring_buffer__consume(o->ring);
       } else if (fd == o->sigfd) {
         struct signalfd_siginfo si;
@@ -743,6 +757,18 @@ gboolean uds_observe_run(UdsObserve *o, UdsCapture *cap, UdsObserveStats *stats,
   if (o->ring && !uds_capture_done(cap))
     ring_buffer__consume(o->ring);
   release_held(o, TRUE);
+  /* Connections still open: what the kernel counted beyond what arrived was lost (the summary says). */
+  GHashTableIter it;
+  gpointer value;
+  g_hash_table_iter_init(&it, o->conns);
+  while (o->skel && g_hash_table_iter_next(&it, NULL, &value)) {
+    ObsConn *c = value;
+    for (int d = 0; d < 2; d++) {
+      guint64 lost = kernel_tail_loss(o, c, d);
+      uds_capture_conn_lost(cap, &c->flow, d, (gsize)lost);
+      o->stats->lost_bytes += lost;
+    }
+  }
   uds_capture_finish(cap, 2000);
   g_clear_pointer(&o->conns, g_hash_table_destroy);
   g_clear_pointer(&o->held, g_ptr_array_unref);

@@ -218,6 +218,15 @@ static __always_inline void fill(struct uds_obs_event *e, const struct walk *w, 
  * Two functions, not one with two branches: merged, the compiler loses the size-to-bound link the
  * verifier checks.  No room in the ring: the bytes are not sent, and the next record's offset shows
  * the gap. */
+/* User space is not woken for each record (on a busy socket that would be a context switch per send,
+ * on the CPUs the observed processes need): it drains the ring on a short timer, and is woken only
+ * when the ring is a quarter full. */
+static __always_inline __u64 wakeup_flag(void)
+{
+  return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > UDS_OBS_RING_BYTES / 4 ? BPF_RB_FORCE_WAKEUP
+                                                                                 : BPF_RB_NO_WAKEUP;
+}
+
 #define EMIT_FN(name, ROOM)                                                                  \
   static __noinline void name(struct walk *w, __u32 n)                                       \
   {                                                                                          \
@@ -233,7 +242,7 @@ static __always_inline void fill(struct uds_obs_event *e, const struct walk *w, 
     if (k == 0 || bpf_probe_read_user(e->data, k, (const void *)w->seg_base))                \
       bpf_ringbuf_discard(e, 0);                                                             \
     else                                                                                     \
-      bpf_ringbuf_submit(e, 0);                                                              \
+      bpf_ringbuf_submit(e, wakeup_flag());                                                  \
   }
 EMIT_FN(emit_small, UDS_OBS_SMALL)
 EMIT_FN(emit_big, UDS_OBS_CHUNK)
@@ -275,7 +284,7 @@ static __always_inline void emit_control(struct walk *w, const struct user_msghd
     pos += (c.cmsg_len + 7) & ~7ull;
   }
   if (e->nfds || e->has_creds)
-    bpf_ringbuf_submit(e, 0);
+    bpf_ringbuf_submit(e, wakeup_flag());
   else
     bpf_ringbuf_discard(e, 0);
 }
