@@ -89,7 +89,7 @@ def flows(pcap):
             if m["event"] == 5:
                 continue
             f = out.setdefault(m["conn"], {"open": None, "data": [b"", b""], "senders": [[], []], "drops": 0,
-                                           "anc": []})
+                                           "anc": [], "msgs": [[], []]})
             by_tuple[(m["cip"], m["cport"])] = f
             if m["event"] == META_OPEN:
                 f["open"] = m
@@ -101,21 +101,23 @@ def flows(pcap):
             elif m["event"] == META_ANCILLARY:
                 f["anc"].append(m)
             continue
-        if fr[12:14] != b"\x08\x00" or fr[23] != 6:
+        if fr[12:14] != b"\x08\x00" or fr[23] not in (6, 17):
             continue
         ihl = (fr[14] & 15) * 4
         t = 14 + ihl
-        doff = (fr[t + 12] >> 4) * 4
+        hl = (fr[t + 12] >> 4) * 4 if fr[23] == 6 else 8
         total = struct.unpack("!H", fr[16:18])[0]
-        payload = fr[t + doff:14 + total]
+        payload = fr[t + hl:14 + total]
         src = ".".join(str(b) for b in fr[26:30])
         sport = struct.unpack("!H", fr[t:t + 2])[0]
         dst = ".".join(str(b) for b in fr[30:34])
         dport = struct.unpack("!H", fr[t + 2:t + 4])[0]
-        if (src, sport) in by_tuple:
-            by_tuple[(src, sport)]["data"][0] += payload
-        elif (dst, dport) in by_tuple:
-            by_tuple[(dst, dport)]["data"][1] += payload
+        for key, d in (((src, sport), 0), ((dst, dport), 1)):
+            if key in by_tuple:
+                by_tuple[key]["data"][d] += payload
+                if fr[23] == 17:
+                    by_tuple[key]["msgs"][d].append(payload)
+                break
     return out
 
 
@@ -261,6 +263,25 @@ class ObserveTest(UdsTestCase):
         self.assertEqual(len(anc), 1, flow["anc"])
         self.assertEqual(u32(anc[0]["tlv"][TLV_FD_COUNT][0]), 1)
         self.assertEqual(anc[0]["tlv"][TLV_FD_DESC][0], b"file /etc/hosts")
+
+    def test_seqpacket_messages_whole(self):
+        path = os.path.join(self.tmp, "seq.sock")
+        self.start_echo(path, "seqpacket")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.connect(path)
+        p = self.observe("unix:" + path)
+        msgs = [b"hello", os.urandom(40000), b"end"]   # the middle one leaves the kernel in two records
+        replies = []
+        for m in msgs:
+            s.send(m)
+            replies.append(s.recv(1 << 17))
+        s.close()
+        pcap, err = self.stop_udsdump(p)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertEqual(replies, [struct.pack("!I", len(m)) + m for m in msgs])
+        (flow,) = flows(pcap).values()
+        self.assertEqual(flow["msgs"][0], msgs, "each message whole, as one datagram")
+        self.assertEqual(flow["msgs"][1], replies)
 
     def test_sigkill_during_bulk_transfer(self):
         path = os.path.join(self.tmp, "bulk.sock")
