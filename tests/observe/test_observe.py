@@ -9,6 +9,7 @@ Readiness is a signal: udsdump writes its pcap header only once its programs are
 These tests need root (or CAP_BPF + CAP_PERFMON) and a kernel with BTF; they are registered only when
 udsdump is built with -Dbpf, and skip with the reason when not run as root.
 """
+import ctypes
 import os
 import re
 import shutil
@@ -56,6 +57,20 @@ for i in range(n):
     print(f.readline().decode(), end="", flush=True)
 s.close()
 """
+
+
+class IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class MsgHdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.c_void_p),
+                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+
+
+class MMsgHdr(ctypes.Structure):
+    _fields_ = [("hdr", MsgHdr), ("len", ctypes.c_uint)]
 
 
 def u32(b):
@@ -263,6 +278,36 @@ class ObserveTest(UdsTestCase):
         self.assertEqual(len(anc), 1, flow["anc"])
         self.assertEqual(u32(anc[0]["tlv"][TLV_FD_COUNT][0]), 1)
         self.assertEqual(anc[0]["tlv"][TLV_FD_DESC][0], b"file /etc/hosts")
+
+    def test_sendmmsg(self):
+        """sendmmsg: several messages of several iovecs each, in one call (glibc's sendmmsg, via ctypes)."""
+        path = os.path.join(self.tmp, "mm.sock")
+        self.start_echo(path, "stream")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        p = self.observe("unix:" + path)
+        parts = [[b"first-", os.urandom(50000)], [b"second"], [os.urandom(70000), b"-third"]]
+        keep = [[ctypes.create_string_buffer(b, len(b)) for b in m] for m in parts]
+        msgs = (MMsgHdr * len(parts))()
+        iovs = []
+        for i, m in enumerate(keep):
+            iov = (IoVec * len(m))(*[IoVec(ctypes.cast(b, ctypes.c_void_p), len(b)) for b in m])
+            iovs.append(iov)
+            msgs[i].hdr.iov = ctypes.cast(iov, ctypes.c_void_p)
+            msgs[i].hdr.iovlen = len(m)
+        libc = ctypes.CDLL(None, use_errno=True)
+        sent = libc.sendmmsg(s.fileno(), msgs, len(parts), 0)
+        self.assertEqual(sent, len(parts), os.strerror(ctypes.get_errno()))
+        self.assertEqual([msgs[i].len for i in range(len(parts))], [sum(map(len, m)) for m in parts])
+        s.shutdown(socket.SHUT_WR)
+        reply = s.makefile("rb").readline()
+        s.close()
+        data = b"".join(b"".join(m) for m in parts)
+        self.assertEqual(reply.strip().decode(), sha256(data))
+        pcap, err = self.stop_udsdump(p)
+        self.assertEqual(p.returncode, 0, err)
+        (flow,) = flows(pcap).values()
+        self.assertEqual(flow["data"][0], data, "every message of the call, every iovec, in order")
 
     def test_seqpacket_messages_whole(self):
         path = os.path.join(self.tmp, "seq.sock")
