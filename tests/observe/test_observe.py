@@ -169,6 +169,14 @@ class ObserveTest(UdsTestCase):
     def observe(self, iface, *args):
         return self.start_udsdump(None, "--mode", "observe", *args, iface=iface)
 
+    def observed_connection(self, name, kind, type_=socket.SOCK_STREAM):
+        """A test server of that kind, a client socket connected to it, then the capture started."""
+        path = os.path.join(self.tmp, name)
+        self.start_echo(path, kind)
+        s = socket.socket(socket.AF_UNIX, type_)
+        s.connect(path)
+        return s, self.observe("unix:" + path)
+
     def check_lines(self, pcap, client, sent, replies, server_sender=None):
         f = flows(pcap)
         self.assertEqual(len(f), 1, f)
@@ -249,11 +257,7 @@ class ObserveTest(UdsTestCase):
             self.assertEqual({pid for pid, _ in flow["senders"][1]}, {child}, "the forked child is the sender")
 
     def test_writev_sendmsg_and_descriptors(self):
-        path = os.path.join(self.tmp, "fd.sock")
-        self.start_echo(path, "fdecho")
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(path)
-        p = self.observe("unix:" + path)
+        s, p = self.observed_connection("fd.sock", "fdecho")
         parts = [b"a" * 100, b"b" * 70000, b"c" * 5]
         os.writev(s.fileno(), parts)                       # writev: one record per iovec piece, in order
         hosts = open("/etc/hosts", "rb")
@@ -281,11 +285,7 @@ class ObserveTest(UdsTestCase):
 
     def test_sendmmsg(self):
         """sendmmsg: several messages of several iovecs each, in one call (glibc's sendmmsg, via ctypes)."""
-        path = os.path.join(self.tmp, "mm.sock")
-        self.start_echo(path, "stream")
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(path)
-        p = self.observe("unix:" + path)
+        s, p = self.observed_connection("mm.sock", "stream")
         parts = [[b"first-", os.urandom(50000)], [b"second"], [os.urandom(70000), b"-third"]]
         keep = [[ctypes.create_string_buffer(b, len(b)) for b in m] for m in parts]
         msgs = (MMsgHdr * len(parts))()
@@ -310,11 +310,7 @@ class ObserveTest(UdsTestCase):
         self.assertEqual(flow["data"][0], data, "every message of the call, every iovec, in order")
 
     def test_seqpacket_messages_whole(self):
-        path = os.path.join(self.tmp, "seq.sock")
-        self.start_echo(path, "seqpacket")
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        s.connect(path)
-        p = self.observe("unix:" + path)
+        s, p = self.observed_connection("seq.sock", "seqpacket", socket.SOCK_SEQPACKET)
         msgs = [b"hello", os.urandom(40000), b"end"]   # the middle one leaves the kernel in two records
         replies = []
         for m in msgs:
@@ -329,12 +325,8 @@ class ObserveTest(UdsTestCase):
         self.assertEqual(flow["msgs"][1], replies)
 
     def test_sigkill_during_bulk_transfer(self):
-        path = os.path.join(self.tmp, "bulk.sock")
-        self.start_echo(path, "stream")
         data = os.urandom(1 << 20) * 48
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(path)
-        p = self.observe("unix:" + path)
+        s, p = self.observed_connection("bulk.sock", "stream")
         s.sendall(data[:len(data) // 2])
         p.kill()                                          # SIGKILL mid-transfer
         p.wait(timeout=30)
