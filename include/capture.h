@@ -128,6 +128,9 @@ void uds_capture_conn_sender(UdsCapture *cap, UdsFlow *flow, int dir, pid_t pid,
  * the capture (observe mode: the kernel's ring buffer was full): counted and shown as a DROP, like
  * the capture's own losses. */
 void uds_capture_conn_lost(UdsCapture *cap, UdsFlow *flow, int dir, gsize len);
+/* Writes the DROP frames of losses no data frame has reported yet (a capture ending while the
+ * connection goes on: its last losses would otherwise be in the statistics only). */
+void uds_capture_conn_report_drops(UdsCapture *cap, UdsFlow *flow, const struct timespec *ts);
 /* Datagram / seqpacket: one message, kept whole (IPv4 fragments when over 65507 bytes). */
 void uds_capture_message(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *data, gsize len,
                          const struct timespec *ts);

@@ -1104,6 +1104,14 @@ void uds_capture_conn_lost(UdsCapture *cap, UdsFlow *flow, int dir, gsize len)
   count_drop(cap, flow, dir, len);
 }
 
+void uds_capture_conn_report_drops(UdsCapture *cap, UdsFlow *flow, const struct timespec *ts)
+{
+  if (!flow->captured || !flow->open || !usable(cap))
+    return;
+  note_drop(cap, flow, UDS_DIR_C2S, ts);
+  note_drop(cap, flow, UDS_DIR_S2C, ts);
+}
+
 void uds_capture_conn_shutdown(UdsCapture *cap, UdsFlow *flow, int dir, const struct timespec *ts)
 {
   if (!flow->captured || !flow->open || flow->fin[dir])
@@ -1146,8 +1154,7 @@ void uds_capture_conn_close(UdsCapture *cap, UdsFlow *flow, const struct timespe
   flow->open = FALSE;
   if (usable(cap)) {
     /* Losses no later data frame will report (observe mode: the last bytes of a connection). */
-    note_drop(cap, flow, UDS_DIR_C2S, ts);
-    note_drop(cap, flow, UDS_DIR_S2C, ts);
+    uds_capture_conn_report_drops(cap, flow, ts);
     if (cap->format == UDS_FORMAT_TEXT) {
       text_line(cap, flow, UDS_TEXT_NONE, ts, "closed");
     } else {

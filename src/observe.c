@@ -757,9 +757,11 @@ gboolean uds_observe_run(UdsObserve *o, UdsCapture *cap, UdsObserveStats *stats,
   if (o->ring && !uds_capture_done(cap))
     ring_buffer__consume(o->ring);
   release_held(o, TRUE);
-  /* Connections still open: what the kernel counted beyond what arrived was lost (the summary says). */
+  /* Connections still open: what the kernel counted beyond what arrived was lost, and is reported. */
   GHashTableIter it;
   gpointer value;
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
   g_hash_table_iter_init(&it, o->conns);
   while (o->skel && g_hash_table_iter_next(&it, NULL, &value)) {
     ObsConn *c = value;
@@ -768,6 +770,7 @@ gboolean uds_observe_run(UdsObserve *o, UdsCapture *cap, UdsObserveStats *stats,
       uds_capture_conn_lost(cap, &c->flow, d, (gsize)lost);
       o->stats->lost_bytes += lost;
     }
+    uds_capture_conn_report_drops(cap, &c->flow, &now);
   }
   uds_capture_finish(cap, 2000);
   g_clear_pointer(&o->conns, g_hash_table_destroy);
