@@ -259,7 +259,7 @@ class BadInputTest(RelTestCase):
                     len(listed), len(socks), t.stdout.decode("utf-8", "replace")))
             r = run([UDSDUMP, "-D"], env=env)
             self.assertEqual(r.returncode, 0, r.stderr)
-            lines = r.stdout.decode("utf-8").splitlines()
+            lines = [ln for ln in r.stdout.decode("utf-8").splitlines() if not ln.endswith(".unix:@abstract")]
             self.assertEqual(len(lines), len(socks), "one line per socket, newlines in paths escaped: %r" % lines)
             for i, line in enumerate(lines):
                 self.assertTrue(line.startswith("%d.unix:" % (i + 1)), line)
