@@ -70,10 +70,10 @@ local ipv4 = ethertype_table:get_dissector(ETHERTYPE_IPV4)  -- Wireshark's own, 
 local HEADER_LEN = 24
 local FORMAT_VERSION = 1
 
-local EV_OPEN, EV_CLOSE, EV_DROP, EV_ANCILLARY, EV_INFO = 1, 2, 3, 4, 5
+local EV_OPEN, EV_CLOSE, EV_DROP, EV_ANCILLARY, EV_INFO, EV_SENDER = 1, 2, 3, 4, 5, 6
 local DIR_C2S, DIR_S2C, DIR_NONE = 0, 1, 255
 
-local EVENT_NAMES = { [1] = "OPEN", [2] = "CLOSE", [3] = "DROP", [4] = "ANCILLARY", [5] = "INFO" }
+local EVENT_NAMES = { [1] = "OPEN", [2] = "CLOSE", [3] = "DROP", [4] = "ANCILLARY", [5] = "INFO", [6] = "SENDER" }
 local DIR_NAMES = { [0] = "client->server", [1] = "server->client", [255] = "none" }
 local SOCK_TYPES = { [1] = "stream", [2] = "dgram", [5] = "seqpacket" }
 
@@ -83,6 +83,7 @@ local T = {
     SERVER_PID = 7, SERVER_COMM = 8, PROTO = 9, DROPPED_BYTES = 10, FD_COUNT = 11, FD_DESC = 12,
     CRED_PID = 13, CRED_UID = 14, CRED_GID = 15, CTRUNC = 16, CLIENT_ADDR = 17, CLIENT_GROUPS = 18,
     VERSION = 19, CAPTURE_START = 20,
+    SENDER_PID = 21, SENDER_UID = 22, SENDER_GID = 23, SENDER_COMM = 24, SOURCE = 25,
 }
 local TLV_NAMES = {
     [1] = "Socket path", [2] = "Socket type", [3] = "Client PID", [4] = "Client UID", [5] = "Client GID",
@@ -90,10 +91,11 @@ local TLV_NAMES = {
     [10] = "Dropped bytes", [11] = "Descriptor count", [12] = "Descriptor", [13] = "Credentials PID",
     [14] = "Credentials UID", [15] = "Credentials GID", [16] = "Control data truncated",
     [17] = "Client address", [18] = "Client groups", [19] = "udsdump version", [20] = "Capture start",
+    [21] = "Sender PID", [22] = "Sender UID", [23] = "Sender GID", [24] = "Sender command", [25] = "Source",
 }
 local TLV_SIZE = {
     [2] = 1, [3] = 4, [4] = 4, [5] = 4, [7] = 4, [10] = 8, [11] = 4, [13] = 4, [14] = 4, [15] = 4,
-    [16] = 1, [20] = 8,
+    [16] = 1, [20] = 8, [21] = 4, [22] = 4, [23] = 4,
 }
 
 -- Fields: the filter API (docs/dissector.md)
@@ -137,6 +139,12 @@ local F = {
     tlv_type = ProtoField.uint16("unix.meta.tlv.type", "Type", base.DEC, TLV_NAMES),
     tlv_len = ProtoField.uint16("unix.meta.tlv.len", "Length", base.DEC),
     tlv_value = ProtoField.bytes("unix.meta.tlv.value", "Value"),
+    -- observe mode: the process that made each send (SENDER frames), and what produced the capture
+    sender_pid = ProtoField.uint32("unix.sender.pid", "Sender PID", base.DEC),
+    sender_uid = ProtoField.uint32("unix.sender.uid", "Sender UID", base.DEC),
+    sender_gid = ProtoField.uint32("unix.sender.gid", "Sender GID", base.DEC),
+    sender_comm = ProtoField.string("unix.sender.comm", "Sender command", base.UNICODE),
+    source = ProtoField.string("unix.source", "Capture source"),
 }
 -- registered in this order (the order Wireshark lists them in)
 local FIELD_ORDER = {
@@ -144,7 +152,7 @@ local FIELD_ORDER = {
     "server_comm", "proto", "open_frame", "close_frame", "ancillary", "fds", "fd_desc", "cred_pid",
     "cred_uid", "cred_gid", "ctrunc", "dropped", "udsdump_version", "capture_start", "magic", "version",
     "event", "dir", "flags", "client_ip", "server_ip", "client_port", "server_port", "tlv", "tlv_type",
-    "tlv_len", "tlv_value",
+    "tlv_len", "tlv_value", "sender_pid", "sender_uid", "sender_gid", "sender_comm", "source",
 }
 local field_list = {}
 for i, name in ipairs(FIELD_ORDER) do
@@ -177,11 +185,14 @@ local conns        -- 4-tuple key -> list of connection records, in order of the
 local pending_anc  -- connection record -> { [dir] = ancillary record waiting for its bytes }
 local frame_anc    -- data frame number -> ancillary record carried by that frame's bytes
 local frag_key     -- "src>dst/ip id" of a fragmented datagram -> its 4-tuple key (from its first fragment)
+local cur_sender   -- connection record -> { [dir] = the sender named by its latest SENDER frame }
+local frame_sender -- data frame number -> the sender of its bytes
 local label_columns = true   -- unix.prefs.columns, read when a file starts and when preferences change
 local wrapped = false        -- IPv4 goes through unix.dissector (from the first valid metadata frame)
 
 local function reset_state()
     conns, pending_anc, frame_anc, frag_key = {}, {}, {}, {}
+    cur_sender, frame_sender = {}, {}
     label_columns = unix.prefs.columns
     if wrapped then
         ethertype_table:add(ETHERTYPE_IPV4, ipv4)
@@ -405,6 +416,11 @@ local function dissect_tlv(tvb, pinfo, tree, off, ttype, tlen, v)
         ti:append_text(": " .. (#list > 0 and table.concat(list, ", ") or "none"))
         v.groups = list
     elseif ttype == T.VERSION then str(F.udsdump_version, "udsdump_version")
+    elseif ttype == T.SENDER_PID then u32(F.sender_pid, "sender_pid")
+    elseif ttype == T.SENDER_UID then u32(F.sender_uid, "sender_uid")
+    elseif ttype == T.SENDER_GID then u32(F.sender_gid, "sender_gid")
+    elseif ttype == T.SENDER_COMM then str(F.sender_comm, "sender_comm")
+    elseif ttype == T.SOURCE then str(F.source, "source")
     elseif ttype == T.CAPTURE_START then
         local ns = vr:uint64()
         local t = NSTime((ns / 1000000000):tonumber(), (ns % 1000000000):tonumber())
@@ -554,8 +570,19 @@ local function dissect_meta(tvb, pinfo, tree)
             pending_anc[c] = pending_anc[c] or {}
             pending_anc[c][dir] = a
         end
+    elseif event == EV_SENDER then
+        local snd = { pid = v.sender_pid, uid = v.sender_uid, gid = v.sender_gid, comm = v.sender_comm }
+        snd.label = (snd.comm or "?") .. "[" .. tostring(snd.pid or "?") .. "]"
+        info = "sent by " .. snd.label .. " " .. (DIR_NAMES[dir] or "")
+        if c and not pinfo.visited and (dir == DIR_C2S or dir == DIR_S2C) then
+            cur_sender[c] = cur_sender[c] or {}
+            cur_sender[c][dir] = snd
+        end
     elseif event == EV_INFO then
         info = "udsdump " .. (v.udsdump_version or "?") .. " capture of " .. (v.path or "?")
+        if v.source then
+            info = info .. " (" .. v.source .. ")"
+        end
     else
         info = "udsdump metadata event " .. event
     end
@@ -659,6 +686,14 @@ local function label_traffic(tvb, pinfo, tree, none_addr)
         end
     end
 
+    -- observe mode: each chunk's sender, from the latest SENDER frame of its direction
+    if not pinfo.visited and t.carries_data then
+        local s = cur_sender[c]
+        if s and s[dir] then
+            frame_sender[number] = s[dir]
+        end
+    end
+
     local title = c.titles
     if not title then
         title = { [DIR_C2S] = "Unix Domain Socket, " .. client_label(c) .. " -> " .. server_label(c),
@@ -671,6 +706,14 @@ local function label_traffic(tvb, pinfo, tree, none_addr)
     local a = frame_anc[number]
     if a then
         add_ancillary_labels(root, a)
+    end
+    local snd = frame_sender[number]
+    if snd then
+        root:append_text(", sent by " .. snd.label)
+        if snd.pid then gen(root, F.sender_pid, snd.pid) end
+        if snd.uid then gen(root, F.sender_uid, snd.uid) end
+        if snd.gid then gen(root, F.sender_gid, snd.gid) end
+        if snd.comm then gen(root, F.sender_comm, snd.comm) end
     end
     set_endpoint_columns(pinfo, c, dir, none_addr)
 end

@@ -9,6 +9,7 @@
 #include "capture.h"
 #include "discover.h"
 #include "log.h"
+#include "observe.h"
 #include "options.h"
 #include "privilege.h"
 #include "protocol.h"
@@ -58,6 +59,14 @@ static int list_interfaces(gboolean extcap)
     /* An extcap that fails here hides nothing but itself; still list the generic interface. */
     uds_warn("cannot list sockets: %s", err->message);
   }
+#if UDS_HAVE_BPF
+  /* Abstract sockets after the paths: only observe mode (built here) can capture them. */
+  g_autoptr(GPtrArray) names = socks ? uds_discover_abstract(NULL, TRUE, NULL) : NULL;
+  for (guint i = 0; names && i < names->len; i++)
+    g_ptr_array_add(socks, g_steal_pointer(&g_ptr_array_index(names, i)));
+  if (names)
+    g_ptr_array_set_size(names, 0);
+#endif
   if (extcap) {
     uds_extcap_print_interfaces(stdout, socks);
     return 0;
@@ -79,7 +88,7 @@ static int list_interfaces(gboolean extcap)
     printf("%u.%s%s%s%s\n", i + 1, value, *what ? " " : "", *what && *what != '(' ? "- " : "", what);
   }
   if (socks->len == 0)
-    printf("(no Unix sockets with a path are listening)\n");
+    printf("(no Unix sockets are listening)\n");
   return 0;
 }
 
@@ -149,12 +158,72 @@ static void print_summary(const UdsOptions *o, const UdsRelayStats *rs, const Ud
     fprintf(stderr, "udsdump: %s\n", line);
 }
 
+/* Observe mode (src/observe.c) when built with -Dbpf; otherwise the one line that says why not. */
+#if UDS_HAVE_BPF
+static UdsObserve *observe_start(const char *path, GError **error)
+{
+  return uds_observe_start(path, error);
+}
+
+static void observe_target(UdsObserve *obs, int *sock_type, pid_t *server_pid, char **server_comm)
+{
+  *sock_type = uds_observe_sock_type(obs);
+  *server_pid = uds_observe_server_pid(obs);
+  *server_comm = g_strdup(uds_observe_server_comm(obs));
+}
+
+static gboolean observe_run(const UdsOptions *o, UdsObserve *obs, UdsCapture *cap, GError **error)
+{
+  uds_info("capturing %s in observe mode", uds_observe_server_comm(obs) ? uds_observe_server_comm(obs) : "");
+  UdsObserveStats st = { 0 };
+  gboolean ok = uds_observe_run(obs, cap, &st, error);
+  UdsCaptureStats cs;
+  uds_capture_stats(cap, &cs);
+  g_autofree char *line = g_strdup_printf(
+    "observed %" G_GUINT64_FORMAT " connections, %" G_GUINT64_FORMAT " bytes sent (%" G_GUINT64_FORMAT " to the server, %"
+    G_GUINT64_FORMAT " back), %" G_GUINT64_FORMAT " lost in the kernel, %" G_GUINT64_FORMAT " frames captured, %"
+    G_GUINT64_FORMAT " dropped (%" G_GUINT64_FORMAT " bytes)", st.connections, st.bytes[0] + st.bytes[1], st.bytes[0],
+    st.bytes[1], st.lost_bytes, cs.frames, cs.dropped_frames, cs.dropped_bytes);
+  if (o->from_wireshark)
+    uds_log(UDS_LOG_MESSAGE, "%s", line);
+  else
+    fprintf(stderr, "udsdump: %s\n", line);
+  return ok;
+}
+
+static void observe_free(UdsObserve *obs)
+{
+  uds_observe_free(obs);
+}
+#else
+static UdsObserve *observe_start(const char *path, GError **error)
+{
+  g_set_error(error, UDS_ERROR, UDS_ERROR_INVALID,
+              "observe mode is not available: this udsdump was built without eBPF (meson setup -Dbpf=enabled)");
+  return NULL;
+}
+
+static void observe_target(UdsObserve *obs, int *sock_type, pid_t *server_pid, char **server_comm)
+{
+}
+
+static gboolean observe_run(const UdsOptions *o, UdsObserve *obs, UdsCapture *cap, GError **error)
+{
+  return FALSE;
+}
+
+static void observe_free(UdsObserve *obs)
+{
+}
+#endif
+
 static int capture(const UdsOptions *o)
 {
   g_autoptr(GError) err = NULL;
   g_autofree char *path = uds_options_socket_path(o, &err);
   UdsSwap *swap = NULL;
   UdsSide *side = NULL;
+  UdsObserve *observer = NULL;
   UdsCapture *cap = NULL;
   int out_fd = -1, listen_fd = -1, rc = 1;
   int sock_type = SOCK_STREAM;
@@ -176,7 +245,12 @@ static int capture(const UdsOptions *o)
   }
 
   /* Every check before anything changes. */
-  if (o->mode == UDS_MODE_INTERPOSE) {
+  if (o->mode == UDS_MODE_OBSERVE) {
+    observer = observe_start(path, &err);
+    if (!observer)
+      goto fail;
+    observe_target(observer, &sock_type, &server_pid, &server_comm);
+  } else if (o->mode == UDS_MODE_INTERPOSE) {
     swap = uds_swap_prepare(path, &err);
     if (!swap)
       goto fail;
@@ -218,11 +292,18 @@ static int capture(const UdsOptions *o)
     .only_uid = o->only_uid,
     .max_frames = (guint64)o->count,
     .hex = o->hex,
+    .source = observer ? "observe" : NULL,
   };
   cap = uds_capture_new(out_fd, &copts, &err);
   out_fd = -1;  /* the capture owns it now, even on failure */
   if (!cap)
     goto fail;
+  if (observer) {
+    rc = observe_run(o, observer, cap, &err) ? 0 : 1;
+    if (rc)
+      goto fail;
+    goto out;
+  }
 
   const char *upstream = path;
   if (swap) {
@@ -283,6 +364,7 @@ out:
   uds_side_close(side);
   if (cap)
     uds_capture_free(cap);
+  observe_free(observer);
   if (swap)
     uds_swap_free(swap);
   return rc;

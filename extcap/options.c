@@ -38,7 +38,7 @@ static GOptionContext *make_context(UdsOptions *o, Raw *raw)
     { "fifo", 0, 0, G_OPTION_ARG_FILENAME, &o->fifo, "Where the pcap goes (Wireshark's FIFO; - for stdout)", "PATH" },
     { "log-level", 0, 0, G_OPTION_ARG_STRING, &o->log_level, "error, warning, message, info, debug", "LEVEL" },
     { "log-file", 0, 0, G_OPTION_ARG_FILENAME, &o->log_file, "Write the log there", "FILE" },
-    { "mode", 0, 0, G_OPTION_ARG_STRING, &raw->mode, "interpose (default: clients change nothing) or side", "MODE" },
+    { "mode", 0, 0, G_OPTION_ARG_STRING, &raw->mode, "interpose (default: clients change nothing), side, or observe (eBPF: nothing touched; abstract sockets)", "MODE" },
     { "side-path", 0, 0, G_OPTION_ARG_FILENAME, &o->side_path, "Side mode: the path clients opt in to", "PATH" },
     { "socket-path", 0, 0, G_OPTION_ARG_FILENAME, &o->socket_path, "The socket, for the generic udsdump interface", "PATH" },
     { "protocol", 0, 0, G_OPTION_ARG_STRING, &o->protocol, "auto, a protocol keyword, or a TCP port for Wireshark's dissector choice", "PROTO" },
@@ -63,6 +63,8 @@ static GOptionContext *make_context(UdsOptions *o, Raw *raw)
     "  udsdump -D                                 list the sockets that can be captured\n"
     "  udsdump -i unix:/run/docker.sock           show the traffic in this terminal\n"
     "  udsdump -i unix:/run/docker.sock -w x.pcap write it for Wireshark (- for stdout)\n"
+    "  udsdump -i unix:@/tmp/.X11-unix/X0         observe an abstract socket (eBPF, as root)\n"
+    "  udsdump -i unix:/run/app.sock --mode observe  observe without touching the socket\n"
     "  udsdump --restore /run/docker.sock         repair what a crash left behind\n"
     "In Wireshark, pick the socket in the interface list; with tshark: tshark -i unix:PATH.");
   g_option_context_set_description(ctx, "See udsdump(1) and README.md.");
@@ -96,6 +98,12 @@ static gboolean check_socket_path(const char *what, const char *path, GError **e
 {
   if (!*path)
     return fail(error, "%s is empty", what);
+  if (path[0] == '@' && strcmp(what, "--side-path") != 0 && strcmp(what, "--restore") != 0) {
+    if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+      return fail(error, "%s is too long for an abstract socket name (%zu bytes, at most %zu): %s", what, strlen(path),
+                  sizeof(((struct sockaddr_un *)0)->sun_path) - 1, path);
+    return TRUE;
+  }
   if (path[0] != '/')
     return fail(error, "%s must be an absolute path: %s", what, path);
   if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
@@ -168,11 +176,15 @@ static gboolean parse(int argc, char **argv, UdsOptions *o, GError **error)
       o->mode = UDS_MODE_INTERPOSE;
     else if (g_ascii_strcasecmp(raw.mode, "side") == 0)
       o->mode = UDS_MODE_SIDE;
+    else if (g_ascii_strcasecmp(raw.mode, "observe") == 0)
+      o->mode = UDS_MODE_OBSERVE;
     else {
       g_autofree char *m = raw.mode;
-      return fail(error, "--mode must be interpose or side, not \"%s\"", m);
+      return fail(error, "--mode must be interpose, side or observe, not \"%s\"", m);
     }
     g_free(raw.mode);
+  } else if ((o->interface && g_str_has_prefix(o->interface, "unix:@")) || (o->socket_path && o->socket_path[0] == '@')) {
+    o->mode = UDS_MODE_OBSERVE;   /* the only mode that can take an abstract socket */
   }
 
   int actions = raw.interfaces + raw.dlts + raw.config + raw.list + raw.version + (o->restore_path != NULL);
@@ -240,6 +252,8 @@ static gboolean parse(int argc, char **argv, UdsOptions *o, GError **error)
   } else if (o->side_path && *o->side_path) {
     return fail(error, "--side-path is only used with --mode side");
   }
+  if (o->mode == UDS_MODE_OBSERVE && o->lossless)
+    return fail(error, "--lossless cannot be kept in observe mode: udsdump cannot slow the processes it observes");
   if (o->socket_path && *o->socket_path && !check_socket_path("--socket-path", o->socket_path, error))
     return FALSE;
   if (o->write_file && o->fifo)
@@ -279,8 +293,8 @@ char *uds_options_socket_path(const UdsOptions *o, GError **error)
     if (!path)
       return NULL;
   }
-  if (path[0] == '@') {
-    fail(error, "%s is an abstract socket name: it has no file to interpose on (udsdump captures path sockets)", path);
+  if (path[0] == '@' && o->mode != UDS_MODE_OBSERVE) {
+    fail(error, "%s is an abstract socket name: it has no file to interpose on (use --mode observe)", path);
     g_free(path);
     return NULL;
   }

@@ -16,7 +16,7 @@ typedef enum {
   UDS_ACTION_VERSION,
 } UdsAction;
 
-typedef enum { UDS_MODE_INTERPOSE = 0, UDS_MODE_SIDE } UdsMode;
+typedef enum { UDS_MODE_INTERPOSE = 0, UDS_MODE_SIDE, UDS_MODE_OBSERVE } UdsMode;
 
 typedef struct {
   UdsAction action;

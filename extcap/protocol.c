@@ -62,11 +62,18 @@ gboolean uds_extcap_print_config(FILE *out, const char *iface)
                  "{tooltip=The Unix socket to capture, e.g. /proc/1234/root/run/app.sock for another mount namespace}"
                  "{placeholder=/run/app.sock}{validation=^/.+}{group=Socket}\n", n);
   n = 1;
-  fprintf(out, "arg {number=%d}{call=--mode}{display=Mode}{type=selector}{default=interpose}"
+  /* An abstract socket has no file to interpose on: observe is its only mode, and its default. */
+  gboolean abstract = g_str_has_prefix(iface, "unix:@");
+  fprintf(out, "arg {number=%d}{call=--mode}{display=Mode}{type=selector}{default=%s}"
                "{tooltip=Interpose: the relay takes the socket's place, clients change nothing. Side: the relay "
-               "listens on another path that clients opt in to}{group=Relay}\n", n);
-  fprintf(out, "value {arg=%d}{value=interpose}{display=Interpose (clients change nothing)}{default=true}\n", n);
+               "listens on another path that clients opt in to. Observe: eBPF sees what processes send, nothing "
+               "is touched, connections already open are seen (root)}{group=Relay}\n", n,
+          abstract ? "observe" : "interpose");
+  fprintf(out, "value {arg=%d}{value=interpose}{display=Interpose (clients change nothing)}{default=%s}\n", n,
+          abstract ? "false" : "true");
   fprintf(out, "value {arg=%d}{value=side}{display=Side path (clients opt in)}{default=false}\n", n);
+  fprintf(out, "value {arg=%d}{value=observe}{display=Observe (eBPF: nothing touched, open connections too)}"
+               "{default=%s}\n", n, abstract ? "true" : "false");
   fprintf(out, "arg {number=2}{call=--side-path}{display=Side path}{type=string}"
                "{tooltip=Side mode: the path the relay listens on (must not exist)}{placeholder=/tmp/app-capture.sock}"
                "{validation=^(/.+)?$}{group=Relay}\n");

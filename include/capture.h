@@ -38,6 +38,7 @@ typedef struct {
   gint64 only_uid;           /* -1: any */
   guint64 max_frames;        /* stop after this many data frames (-c); 0: no limit */
   gboolean hex;              /* text view: show all payload as a hex dump (-x) */
+  const char *source;        /* what produces the events, for INFO: NULL "relay", or "observe" */
 } UdsCaptureOptions;
 
 /* What the relay knows of a connection (or, for datagrams, of one client address). */
@@ -69,6 +70,7 @@ typedef struct {
   gboolean captured;       /* FALSE: the client filters exclude this connection */
   gboolean open;           /* handshake written */
   gboolean fin[2];
+  pid_t sender[2];         /* uds_capture_conn_sender: the last sender written per direction */
 } UdsFlow;
 
 typedef struct {
@@ -118,6 +120,17 @@ gboolean uds_capture_can_tee(UdsCapture *cap, const UdsFlow *flow, int dir);
  * many of them it dealt with, from the head: captured, or dropped and counted past the bound; the
  * caller passes the rest to uds_capture_conn_data. */
 gsize uds_capture_conn_tee(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd, gsize len, const struct timespec *ts);
+/* A source that sees who makes each send (observe mode): the process behind the next bytes of
+ * flow/dir.  A SENDER metadata frame, written only when it differs from the last one of flow/dir. */
+void uds_capture_conn_sender(UdsCapture *cap, UdsFlow *flow, int dir, pid_t pid, uid_t uid, gid_t gid,
+                             const char *comm, const struct timespec *ts);
+/* len bytes (stream) or messages (len 1 each, otherwise) of flow/dir were lost before they reached
+ * the capture (observe mode: the kernel's ring buffer was full): counted and shown as a DROP, like
+ * the capture's own losses. */
+void uds_capture_conn_lost(UdsCapture *cap, UdsFlow *flow, int dir, gsize len);
+/* Writes the DROP frames of losses no data frame has reported yet (a capture ending while the
+ * connection goes on: its last losses would otherwise be in the statistics only). */
+void uds_capture_conn_report_drops(UdsCapture *cap, UdsFlow *flow, const struct timespec *ts);
 /* Datagram / seqpacket: one message, kept whole (IPv4 fragments when over 65507 bytes). */
 void uds_capture_message(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *data, gsize len,
                          const struct timespec *ts);

@@ -36,7 +36,12 @@ GPtrArray *uds_discover_parse(const char *text, gsize len);
  * when with_owners.  Element type UdsSocketInfo*, freed with the array. */
 GPtrArray *uds_discover(const char *proc_root, gboolean with_owners, GError **error);
 
-/* Looks up one path in the kernel's list: its type and listening socket inode.  FALSE when no
+/* The listening abstract stream and seqpacket sockets, as "@name" (NULs in a name print as '@', as the
+ * kernel prints them), sorted, each name once, with owners when with_owners.  Only observe mode can
+ * capture them: they have no file to interpose on. */
+GPtrArray *uds_discover_abstract(const char *proc_root, gboolean with_owners, GError **error);
+
+/* Looks up one path ("@name": an abstract socket) in the kernel's list: its type and listening socket inode.  FALSE when no
  * listening/bound socket has that path (a stale socket file, or no socket at all). */
 gboolean uds_discover_lookup(const char *proc_root, const char *path, UdsSocketInfo **out);
 

@@ -24,3 +24,7 @@ gboolean uds_peer_from_fd(int fd, UdsPeer *peer);
 void uds_peer_self(UdsPeer *peer);
 /* TRUE when a and b have the same uid, gid and supplementary groups. */
 gboolean uds_peer_same_identity(const UdsPeer *a, const UdsPeer *b);
+
+/* What a descriptor is, from its /proc/PID/fd link text (not a socket's: callers say more about
+ * those): "pipe [456]", "memfd:x", "anon_inode:[eventfd]", "directory /tmp", "file /etc/hosts". */
+char *uds_describe_fd_link(const char *link, gboolean is_dir);

@@ -92,6 +92,7 @@ struct UdsCapture {
   char *path;
   int sock_type;
   char *proto_name;
+  char *source;             /* INFO's SOURCE: NULL for the relay */
   guint32 server_ip;
   guint16 hash, server_port;
   guint32 n_start, last_id;
@@ -627,6 +628,7 @@ UdsCapture *uds_capture_new(int fd, const UdsCaptureOptions *opt, GError **error
   cap->sock_type = opt->sock_type ? opt->sock_type : SOCK_STREAM;
   const UdsProto *proto = opt->proto ? opt->proto : uds_proto_guess(cap->path);
   cap->proto_name = g_strdup(proto->name);
+  cap->source = g_strdup(opt->source);
   cap->server_port = proto->port;
   cap->hash = uds_frame_path_hash(cap->path, strlen(cap->path));
   cap->server_ip = uds_frame_server_ip(cap->hash);
@@ -712,6 +714,7 @@ UdsCapture *uds_capture_new(int fd, const UdsCaptureOptions *opt, GError **error
     UdsMetaWriter w;
     meta_begin(cap, &w, NULL, UDS_META_INFO, UDS_META_DIR_NONE);
     uds_meta_str(&w, UDS_TLV_VERSION, UDSDUMP_VERSION);
+    uds_meta_str(&w, UDS_TLV_SOURCE, cap->source);
     uds_meta_u64(&w, UDS_TLV_CAPTURE_START, (guint64)now.tv_sec * 1000000000u + (guint64)now.tv_nsec);
     meta_common(cap, &w);
     meta_emit(cap, &w, &now);
@@ -743,6 +746,7 @@ void uds_capture_free(UdsCapture *cap)
   g_free(cap->scratch);
   g_free(cap->path);
   g_free(cap->proto_name);
+  g_free(cap->source);
   g_free(cap->only_comm);
   g_free(cap);
 }
@@ -1069,6 +1073,45 @@ void uds_capture_conn_ancillary(UdsCapture *cap, UdsFlow *flow, int dir, const U
   meta_emit(cap, &w, ts);
 }
 
+void uds_capture_conn_sender(UdsCapture *cap, UdsFlow *flow, int dir, pid_t pid, uid_t uid, gid_t gid,
+                             const char *comm, const struct timespec *ts)
+{
+  if (!flow->captured || !flow->open || flow->sender[dir] == pid || !usable(cap))
+    return;
+  flow->sender[dir] = pid;
+  if (cap->format == UDS_FORMAT_TEXT) {
+    text_line(cap, flow, (UdsTextDir)dir, ts, "sent by %s[%d] (uid %u)", comm && *comm ? comm : "?", (int)pid,
+              (guint)uid);
+    return;
+  }
+  UdsMetaWriter w;
+  meta_begin(cap, &w, flow, UDS_META_SENDER, (guint8)dir);
+  uds_meta_u32(&w, UDS_TLV_SENDER_PID, (guint32)pid);
+  uds_meta_u32(&w, UDS_TLV_SENDER_UID, (guint32)uid);
+  uds_meta_u32(&w, UDS_TLV_SENDER_GID, (guint32)gid);
+  if (comm && *comm)
+    uds_meta_str(&w, UDS_TLV_SENDER_COMM, comm);
+  if (!meta_emit(cap, &w, ts))
+    flow->sender[dir] = 0;   /* not written: say it again with the next bytes */
+}
+
+void uds_capture_conn_lost(UdsCapture *cap, UdsFlow *flow, int dir, gsize len)
+{
+  if (!flow->captured || !flow->open || len == 0)
+    return;
+  if (cap->sock_type == SOCK_STREAM)
+    tcp_advance(flow, dir, len);
+  count_drop(cap, flow, dir, len);
+}
+
+void uds_capture_conn_report_drops(UdsCapture *cap, UdsFlow *flow, const struct timespec *ts)
+{
+  if (!flow->captured || !flow->open || !usable(cap))
+    return;
+  note_drop(cap, flow, UDS_DIR_C2S, ts);
+  note_drop(cap, flow, UDS_DIR_S2C, ts);
+}
+
 void uds_capture_conn_shutdown(UdsCapture *cap, UdsFlow *flow, int dir, const struct timespec *ts)
 {
   if (!flow->captured || !flow->open || flow->fin[dir])
@@ -1110,6 +1153,8 @@ void uds_capture_conn_close(UdsCapture *cap, UdsFlow *flow, const struct timespe
     return;
   flow->open = FALSE;
   if (usable(cap)) {
+    /* Losses no later data frame will report (observe mode: the last bytes of a connection). */
+    uds_capture_conn_report_drops(cap, flow, ts);
     if (cap->format == UDS_FORMAT_TEXT) {
       text_line(cap, flow, UDS_TEXT_NONE, ts, "closed");
     } else {

@@ -199,13 +199,17 @@ static gboolean reachable_by_path(const EntryHead *h, DgramPolicy dgram)
   }
 }
 
-static void pending_finish(Pending *e, DgramPolicy dgram, GPtrArray *out)
+/* Which names a listing keeps: absolute paths, or abstract names ("@..."; observe mode only). */
+typedef enum { NAMES_PATHS, NAMES_ABSTRACT } NameKind;
+
+static void pending_finish(Pending *e, DgramPolicy dgram, NameKind kind, GPtrArray *out)
 {
   if (!e->active)
     return;
   e->active = FALSE;
   /* '/' first: excludes unbound (no name), abstract ('@...') and relative bind paths. */
-  if (!e->head.has_path || e->too_long || e->len == 0 || e->path[0] != '/' || !reachable_by_path(&e->head, dgram))
+  if (!e->head.has_path || e->too_long || e->len == 0 || e->path[0] != (kind == NAMES_ABSTRACT ? '@' : '/') ||
+      !reachable_by_path(&e->head, dgram))
     return;
   UdsSocketInfo *info = g_new0(UdsSocketInfo, 1);
   info->path = g_strndup(e->path, e->len);
@@ -214,7 +218,7 @@ static void pending_finish(Pending *e, DgramPolicy dgram, GPtrArray *out)
   g_ptr_array_add(out, info);
 }
 
-static GPtrArray *parse_text(const char *text, gsize len, DgramPolicy dgram)
+static GPtrArray *parse_text(const char *text, gsize len, DgramPolicy dgram, NameKind kind)
 {
   GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)uds_socket_info_free);
   Pending e = { 0 };
@@ -227,7 +231,7 @@ static GPtrArray *parse_text(const char *text, gsize len, DgramPolicy dgram)
     EntryHead h;
     const char *path;
     if (parse_entry_line(p, le, &h, &path)) {
-      pending_finish(&e, dgram, out);
+      pending_finish(&e, dgram, kind, out);
       e.active = TRUE;
       e.head = h;
       e.len = 0;
@@ -240,7 +244,7 @@ static GPtrArray *parse_text(const char *text, gsize len, DgramPolicy dgram)
     /* else: the header, or junk that follows no named entry */
     p = nl + 1;
   }
-  pending_finish(&e, dgram, out);
+  pending_finish(&e, dgram, kind, out);
   return out;
 }
 
@@ -284,17 +288,17 @@ static char *read_all(const char *path, gsize *len_out, GError **error)
 
 GPtrArray *uds_discover_parse(const char *text, gsize len)
 {
-  return parse_text(text, len, DGRAM_UNCONNECTED_ONLY);
+  return parse_text(text, len, DGRAM_UNCONNECTED_ONLY, NAMES_PATHS);
 }
 
-static GPtrArray *parse_proc(const char *root, DgramPolicy dgram, GError **error)
+static GPtrArray *parse_proc(const char *root, DgramPolicy dgram, NameKind kind, GError **error)
 {
   g_autofree char *file = g_strdup_printf("%s/net/unix", root);
   gsize len = 0;
   g_autofree char *text = read_all(file, &len, error);
   if (!text)
     return NULL;
-  return parse_text(text, len, dgram);
+  return parse_text(text, len, dgram, kind);
 }
 
 char *uds_proc_comm(const char *proc_root, pid_t pid)
@@ -599,11 +603,17 @@ static int ranked_cmp(const void *a, const void *b)
   return c ? c : (x->order > y->order) - (x->order < y->order);
 }
 
+static int info_path_cmp(gconstpointer a, gconstpointer b)
+{
+  const UdsSocketInfo *x = *(UdsSocketInfo *const *)a, *y = *(UdsSocketInfo *const *)b;
+  return strcmp(x->path, y->path);
+}
+
 static GPtrArray *discover(const char *proc_root, gboolean with_owners, GError **error)
 {
   const char *root = proc_root ? proc_root : uds_proc_root();
   g_autoptr(VfsMap) vfs = vfs_map_for(root);
-  g_autoptr(GPtrArray) all = parse_proc(root, vfs ? DGRAM_ANY_STATE : DGRAM_UNCONNECTED_ONLY, error);
+  g_autoptr(GPtrArray) all = parse_proc(root, vfs ? DGRAM_ANY_STATE : DGRAM_UNCONNECTED_ONLY, NAMES_PATHS, error);
   if (!all)
     return NULL;
 
@@ -641,6 +651,31 @@ static GPtrArray *discover(const char *proc_root, gboolean with_owners, GError *
   return out;
 }
 
+GPtrArray *uds_discover_abstract(const char *proc_root, gboolean with_owners, GError **error)
+{
+  const char *root = proc_root ? proc_root : uds_proc_root();
+  /* Datagram sockets are left out: observe mode captures stream and seqpacket traffic. */
+  GPtrArray *all = parse_proc(root, DGRAM_UNCONNECTED_ONLY, NAMES_ABSTRACT, error);
+  if (!all)
+    return NULL;
+  for (guint i = all->len; i-- > 0;) {
+    const UdsSocketInfo *e = g_ptr_array_index(all, i);
+    if (e->type == SOCK_DGRAM)
+      g_ptr_array_remove_index(all, i);
+  }
+  g_ptr_array_sort(all, info_path_cmp);
+  for (guint i = 1; i < all->len;) {   /* a name has one listener; keep the first of a repeated one */
+    const UdsSocketInfo *a = g_ptr_array_index(all, i - 1), *b = g_ptr_array_index(all, i);
+    if (strcmp(a->path, b->path) == 0)
+      g_ptr_array_remove_index(all, i);
+    else
+      i++;
+  }
+  if (with_owners)
+    fill_owners(root, (UdsSocketInfo **)all->pdata, all->len);
+  return all;
+}
+
 static gboolean discover_lookup(const char *proc_root, const char *path, UdsSocketInfo **out)
 {
   const char *root = proc_root ? proc_root : uds_proc_root();
@@ -648,8 +683,23 @@ static gboolean discover_lookup(const char *proc_root, const char *path, UdsSock
     *out = NULL;
   if (!path)
     return FALSE;
+  if (path[0] == '@') {
+    g_autoptr(GPtrArray) names = uds_discover_abstract(root, FALSE, NULL);
+    for (guint i = 0; names && i < names->len; i++) {
+      UdsSocketInfo *e = g_ptr_array_index(names, i);
+      if (strcmp(e->path, path) != 0)
+        continue;
+      if (out) {
+        UdsSocketInfo *info = g_ptr_array_steal_index(names, i);
+        fill_owners(root, &info, 1);
+        *out = info;
+      }
+      return TRUE;
+    }
+    return FALSE;
+  }
   g_autoptr(VfsMap) vfs = vfs_map_for(root);
-  g_autoptr(GPtrArray) all = parse_proc(root, vfs ? DGRAM_ANY_STATE : DGRAM_UNCONNECTED_ONLY, NULL);
+  g_autoptr(GPtrArray) all = parse_proc(root, vfs ? DGRAM_ANY_STATE : DGRAM_UNCONNECTED_ONLY, NAMES_PATHS, NULL);
   if (!all)
     return FALSE;
   struct stat st;

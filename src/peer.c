@@ -75,3 +75,14 @@ gboolean uds_peer_same_identity(const UdsPeer *a, const UdsPeer *b)
   qsort(y, b->ngroups, sizeof(gid_t), cmp_gid);
   return memcmp(x, y, a->ngroups * sizeof(gid_t)) == 0;
 }
+
+char *uds_describe_fd_link(const char *link, gboolean is_dir)
+{
+  if (g_str_has_prefix(link, "pipe:"))
+    return g_strdup_printf("pipe %s", link + 5);
+  if (g_str_has_prefix(link, "/memfd:"))
+    return g_strdup(link + 1);
+  if (g_str_has_prefix(link, "anon_inode:"))
+    return g_strdup(link);
+  return g_strdup_printf("%s %s", is_dir ? "directory" : "file", link);
+}

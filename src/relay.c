@@ -222,16 +222,8 @@ static char *describe_fd(int fd)
                     type == SOCK_SEQPACKET ? "seqpacket" : type == SOCK_RAW ? "raw" : "other";
     return g_strdup_printf("socket %s %s %s", link + 7, d, t);
   }
-  if (g_str_has_prefix(link, "pipe:"))
-    return g_strdup_printf("pipe %s", link + 5);
-  if (g_str_has_prefix(link, "/memfd:"))
-    return g_strdup(link + 1);
-  if (g_str_has_prefix(link, "anon_inode:"))
-    return g_strdup(link);
   struct stat st;
-  if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
-    return g_strdup_printf("directory %s", link);
-  return g_strdup_printf("file %s", link);
+  return uds_describe_fd_link(link, fstat(fd, &st) == 0 && S_ISDIR(st.st_mode));
 }
 
 /* ---- identity ---- */

@@ -224,7 +224,7 @@ static void test_options(void)
     { { "udsdump", "-i", "unix:/a", "--mode", "side", NULL }, "--side-path" },
     { { "udsdump", "-i", "unix:/a", "--mode", "side", "--side-path", "rel", NULL }, "absolute" },
     { { "udsdump", "-i", "unix:relative", NULL }, "absolute" },
-    { { "udsdump", "-i", "unix:@abstract", NULL }, "abstract" },
+    { { "udsdump", "-i", "unix:@abstract", "--mode", "interpose", NULL }, "abstract" },
     { { "udsdump", "--bogus", NULL }, "bogus" },
     { { "udsdump", NULL }, "nothing to do" },
     { { "udsdump", "-i", "unix:/a", "--protocol", "klingon", NULL }, "klingon" },

@@ -1,0 +1,398 @@
+/* observe.bpf — the kernel half of observe mode (user space: src/observe.c).
+ *
+ * Kernels without kprobes and without fentry (docs/guarantees.md, "Observe mode") still have the
+ * syscall tracepoints, so this program sits on raw_tracepoint/sys_enter and sys_exit (no tracefs
+ * needed) and sees what processes send: write, writev, send/sendto, sendmsg, sendmmsg.
+ *
+ * Enter.  For one of those calls, the descriptor is followed to its socket (task -> files -> fdtable ->
+ * file; a socket only if the inode says S_IFSOCK) and kept when it is AF_UNIX and either it or its peer
+ * is the chosen socket: for a path socket, the bound path's inode and device (an accepted socket shares
+ * its listener's path); for an abstract one, the bound name.  Everything else leaves here, so observing
+ * one socket costs the rest of the host a few memory reads per send.  The call's arguments are kept
+ * per thread until the exit.
+ *
+ * Exit.  Only now is it known how much was really sent (a send may be partial, or fail); exactly that
+ * many bytes are copied from the sender's buffers (still untouched: the thread is still in the call),
+ * in records of at most UDS_OBS_CHUNK bytes, walking the iovecs and, for sendmmsg, the messages.  Each
+ * record says when the call began (what orders a request before its answer: the answer may leave its
+ * call before the request leaves its own), the connection (the client end's socket inode), the
+ * direction, the sending process
+ * (pid, comm, uid: whoever made this call, a forked child included) and the offset of its bytes in the
+ * stream, taken from a per-connection counter: a record the ring buffer had no room for leaves a gap
+ * that user space reports as lost bytes, never silently.  Control data (SCM_RIGHTS, SCM_CREDENTIALS)
+ * given to sendmsg/sendmmsg becomes an ANCILLARY record before the bytes it came with.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "observe-event.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#define AF_UNIX 1
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define SOL_SOCKET 1
+#define SCM_RIGHTS 1
+#define SCM_CREDENTIALS 2
+#define MAX_STEPS 4096   /* bpf_loop iterations per call: records + iovecs + messages */
+#define MAX_CMSGS 4
+
+#if defined(__TARGET_ARCH_x86)
+enum { NR_WRITE = 1, NR_WRITEV = 20, NR_SENDTO = 44, NR_SENDMSG = 46, NR_SENDMMSG = 307 };
+#elif defined(__TARGET_ARCH_arm64)
+enum { NR_WRITE = 64, NR_WRITEV = 66, NR_SENDTO = 206, NR_SENDMSG = 211, NR_SENDMMSG = 269 };
+#else
+#error "observe.bpf.c: syscall numbers for this architecture are missing"
+#endif
+
+/* Set by user space before loading. */
+const volatile __u64 target_ino = 0;    /* path socket: the socket file's inode ... */
+const volatile __u32 target_dev = 0;    /* ... and the kernel's dev_t of its filesystem */
+const volatile __u32 target_len = 0;    /* abstract socket: unix_address.len (2 + 1 + name) */
+const volatile char target_name[UDS_OBS_NAME_MAX] = {};   /* sun_path: NUL, then the name */
+const volatile __u32 self_tgid = 0;     /* udsdump itself is never observed */
+
+struct inflight {
+  __u64 ts, conn, peer, arg;
+  __u32 count, nr;
+  __u32 dir;
+};
+
+struct off_key {
+  __u64 conn, dir;
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, UDS_OBS_RING_BYTES);
+} events SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 16384);
+  __type(key, __u64);             /* pid_tgid of the thread in the call */
+  __type(value, struct inflight);
+} inflight SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 65536);
+  __type(key, struct off_key);
+  __type(value, __u64);           /* bytes sent so far in this connection and direction */
+} offsets SEC(".maps");
+
+/* The walk over one call's bytes, carried through bpf_loop.  It lives in a map, not on the stack: the
+ * verifier then sees its fields as unknown numbers and checks the loop's step once, where stack values
+ * that change every round would make it explore every round.  Per thread, not per CPU: a preemptible
+ * kernel may run another sender's exit on this CPU in the middle of ours. */
+struct walk {
+  __u64 ts, conn, peer, dir;
+  __u64 mmsg;            /* sendmmsg: the mmsghdr array; 0 otherwise */
+  __u32 nmsgs, msg_idx;
+  __u64 iov;             /* the current message's iovec array (0: seg_* given directly) */
+  __u32 niov, iov_idx;
+  __u64 seg_base, seg_left;
+  __u64 msg_left;        /* bytes of the current message not walked yet */
+  __u64 off;             /* stream offset of the next byte */
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 16384);
+  __type(key, __u64);             /* pid_tgid */
+  __type(value, struct walk);
+} walks SEC(".maps");
+
+static __always_inline int is_target(struct unix_sock *u)
+{
+  if (target_ino) {
+    struct dentry *d = BPF_CORE_READ(u, path.dentry);
+    if (!d)
+      return 0;
+    return BPF_CORE_READ(d, d_inode, i_ino) == target_ino && BPF_CORE_READ(d, d_sb, s_dev) == target_dev;
+  }
+  struct unix_address *a = BPF_CORE_READ(u, addr);
+  if (!a || BPF_CORE_READ(a, len) != (int)target_len)
+    return 0;
+  char name[UDS_OBS_NAME_MAX];
+  if (bpf_probe_read_kernel(name, sizeof name, __builtin_preserve_access_index(&a->name[0].sun_path)))
+    return 0;
+  for (int i = 0; i < UDS_OBS_NAME_MAX; i++) {
+    if (i + 2 >= (int)target_len)
+      break;
+    if (name[i] != target_name[i])
+      return 0;
+  }
+  return 1;
+}
+
+static __always_inline __u64 socket_ino(struct socket *s)
+{
+  return s ? BPF_CORE_READ((struct socket_alloc *)s, vfs_inode.i_ino) : 0;
+}
+
+SEC("raw_tracepoint/sys_enter")
+int uds_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+  long nr = (long)ctx->args[1];
+  if (nr != NR_WRITE && nr != NR_WRITEV && nr != NR_SENDTO && nr != NR_SENDMSG && nr != NR_SENDMMSG)
+    return 0;
+  __u64 id = bpf_get_current_pid_tgid();
+  if ((__u32)(id >> 32) == self_tgid)
+    return 0;
+  struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+  int fd = (int)PT_REGS_PARM1_CORE_SYSCALL(regs);
+  if (fd < 0)
+    return 0;
+
+  struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+  struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+  if (!fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+    return 0;
+  struct file **fdarr = BPF_CORE_READ(fdt, fd);
+  struct file *f = NULL;
+  if (bpf_probe_read_kernel(&f, sizeof f, &fdarr[fd]) || !f)
+    return 0;
+  struct inode *ino = BPF_CORE_READ(f, f_inode);
+  if (!ino || (BPF_CORE_READ(ino, i_mode) & S_IFMT) != S_IFSOCK)
+    return 0;
+  struct socket *sock = BPF_CORE_READ(f, private_data);
+  struct sock *sk = sock ? BPF_CORE_READ(sock, sk) : NULL;
+  if (!sk || BPF_CORE_READ(sk, __sk_common.skc_family) != AF_UNIX)
+    return 0;
+  struct unix_sock *u = (struct unix_sock *)sk;
+  struct unix_sock *peer = (struct unix_sock *)BPF_CORE_READ(u, peer);
+  if (!peer)
+    return 0;   /* not connected: an unconnected datagram send, not covered */
+
+  struct inflight p = { .nr = (__u32)nr };
+  __u64 self = BPF_CORE_READ(ino, i_ino);
+  __u64 other = socket_ino(BPF_CORE_READ(&peer->sk, sk_socket));
+  /* The connection is known by its client end: the server end has no socket (no inode) until the
+   * server accepts it, and a client may send before that. */
+  if (is_target(u)) {
+    p.dir = 1;          /* the server's end sends: to the client */
+    p.conn = other;
+    p.peer = self;
+  } else if (is_target(peer)) {
+    p.dir = 0;
+    p.conn = self;
+    p.peer = other;
+  } else {
+    return 0;
+  }
+  if (!p.conn)
+    return 0;
+  p.ts = bpf_ktime_get_ns();
+  p.arg = PT_REGS_PARM2_CORE_SYSCALL(regs);
+  p.count = (__u32)PT_REGS_PARM3_CORE_SYSCALL(regs);
+  bpf_map_update_elem(&inflight, &id, &p, BPF_ANY);
+  return 0;
+}
+
+static __always_inline void fill(struct uds_obs_event *e, const struct walk *w, __u16 kind)
+{
+  __u64 id = bpf_get_current_pid_tgid();
+  __u64 ug = bpf_get_current_uid_gid();
+  e->ts_ns = w->ts;
+  e->conn = w->conn;
+  e->peer = w->peer;
+  e->off = w->off;
+  e->tgid = (__u32)(id >> 32);
+  e->uid = (__u32)ug;
+  e->gid = (__u32)(ug >> 32);
+  e->len = 0;
+  e->kind = kind;
+  e->dir = (__u8)w->dir;
+  e->flags = 0;
+  bpf_get_current_comm(e->comm, sizeof e->comm);
+  e->nfds = 0;
+  e->has_creds = 0;
+}
+
+/* One record of n bytes (1..UDS_OBS_CHUNK) from seg_base, in a ring slot of one of two fixed sizes
+ * (the ring takes only constant sizes; small sends would otherwise each hold a whole chunk's room).
+ * Two functions, not one with two branches: merged, the compiler loses the size-to-bound link the
+ * verifier checks.  No room in the ring: the bytes are not sent, and the next record's offset shows
+ * the gap. */
+/* User space is not woken for each record (on a busy socket that would be a context switch per send,
+ * on the CPUs the observed processes need): it drains the ring on a short timer, and is woken only
+ * when the ring is a quarter full. */
+static __always_inline __u64 wakeup_flag(void)
+{
+  return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > UDS_OBS_RING_BYTES / 4 ? BPF_RB_FORCE_WAKEUP
+                                                                                 : BPF_RB_NO_WAKEUP;
+}
+
+#define EMIT_FN(name, ROOM)                                                                  \
+  static __noinline void name(struct walk *w, __u32 n)                                       \
+  {                                                                                          \
+    struct uds_obs_event *e = bpf_ringbuf_reserve(&events, sizeof *e + (ROOM), 0);           \
+    if (!e)                                                                                  \
+      return;                                                                                \
+    fill(e, w, UDS_OBS_DATA);                                                                \
+    __u32 k = n;                                                                             \
+    if (k > (ROOM))                                                                          \
+      k = (ROOM);                                                                            \
+    e->len = k;                                                                              \
+    e->flags = k == w->msg_left ? UDS_OBS_F_END : 0;                                         \
+    if (k == 0 || bpf_probe_read_user(e->data, k, (const void *)w->seg_base))                \
+      bpf_ringbuf_discard(e, 0);                                                             \
+    else                                                                                     \
+      bpf_ringbuf_submit(e, wakeup_flag());                                                  \
+  }
+EMIT_FN(emit_small, UDS_OBS_SMALL)
+EMIT_FN(emit_big, UDS_OBS_CHUNK)
+
+/* SCM_RIGHTS / SCM_CREDENTIALS in a sendmsg's control data: one ANCILLARY record. */
+static __always_inline void emit_control(struct walk *w, const struct user_msghdr *m)
+{
+  __u64 ctl = (__u64)m->msg_control, clen = m->msg_controllen, pos = 0;
+  if (!ctl || clen < sizeof(struct cmsghdr))
+    return;
+  struct uds_obs_event *e = bpf_ringbuf_reserve(&events, sizeof *e, 0);
+  if (!e)
+    return;
+  fill(e, w, UDS_OBS_ANCILLARY);
+  for (int i = 0; i < MAX_CMSGS; i++) {
+    struct cmsghdr c;
+    if (pos + sizeof c > clen || bpf_probe_read_user(&c, sizeof c, (const void *)(ctl + pos)))
+      break;
+    if (c.cmsg_len < sizeof c || pos + c.cmsg_len > clen)
+      break;
+    __u64 body = c.cmsg_len - sizeof c;
+    if (c.cmsg_level == SOL_SOCKET && c.cmsg_type == SCM_RIGHTS) {
+      e->nfds += (__s32)(body / 4);
+      __u32 k = body > sizeof e->fds ? sizeof e->fds : (__u32)body;
+      barrier_var(k);
+      if (k > sizeof e->fds)
+        k = sizeof e->fds;
+      if (k && bpf_probe_read_user(e->fds, k, (const void *)(ctl + pos + sizeof c)))
+        e->nfds = 0;
+    } else if (c.cmsg_level == SOL_SOCKET && c.cmsg_type == SCM_CREDENTIALS && body >= 12) {
+      __u32 cr[3];
+      if (!bpf_probe_read_user(cr, sizeof cr, (const void *)(ctl + pos + sizeof c))) {
+        e->has_creds = 1;
+        e->cred_pid = cr[0];
+        e->cred_uid = cr[1];
+        e->cred_gid = cr[2];
+      }
+    }
+    pos += (c.cmsg_len + 7) & ~7ull;
+  }
+  if (e->nfds || e->has_creds)
+    bpf_ringbuf_submit(e, wakeup_flag());
+  else
+    bpf_ringbuf_discard(e, 0);
+}
+
+/* Claims `bytes` of the stream: the offset the first of them has. */
+static __always_inline __u64 claim(struct walk *w, __u64 bytes)
+{
+  struct off_key k = { .conn = w->conn, .dir = w->dir };
+  __u64 *v = bpf_map_lookup_elem(&offsets, &k);
+  if (!v) {
+    __u64 zero = 0;
+    bpf_map_update_elem(&offsets, &k, &zero, BPF_NOEXIST);
+    v = bpf_map_lookup_elem(&offsets, &k);
+    if (!v)
+      return 0;
+  }
+  return __sync_fetch_and_add(v, bytes);
+}
+
+static __always_inline void start_msg(struct walk *w, const struct user_msghdr *m, __u64 sent)
+{
+  w->iov = (__u64)m->msg_iov;
+  w->niov = (__u32)m->msg_iovlen;
+  w->iov_idx = 0;
+  w->seg_left = 0;
+  w->msg_left = sent;
+  w->off = claim(w, sent);
+  emit_control(w, m);
+}
+
+struct step_ctx {
+  struct walk *w;        /* bpf_loop's context must be on the stack: it points at the map's walk */
+};
+
+static long step(__u32 i, void *ctx)
+{
+  struct walk *w = ((struct step_ctx *)ctx)->w;
+  if (w->msg_left == 0) {
+    if (!w->mmsg || w->msg_idx >= w->nmsgs)
+      return 1;
+    struct mmsghdr mm;
+    if (bpf_probe_read_user(&mm, sizeof mm, (const void *)(w->mmsg + (__u64)w->msg_idx * sizeof mm)))
+      return 1;
+    w->msg_idx++;
+    start_msg(w, &mm.msg_hdr, mm.msg_len);
+    return 0;
+  }
+  if (w->seg_left == 0) {
+    struct iovec v;
+    if (w->iov_idx >= w->niov || bpf_probe_read_user(&v, sizeof v, (const void *)(w->iov + (__u64)w->iov_idx * sizeof v)))
+      return 1;
+    w->iov_idx++;
+    w->seg_base = (__u64)v.iov_base;
+    w->seg_left = v.iov_len < w->msg_left ? v.iov_len : w->msg_left;
+    return 0;
+  }
+  __u64 n = w->seg_left < UDS_OBS_CHUNK ? w->seg_left : UDS_OBS_CHUNK;
+  if (n <= UDS_OBS_SMALL)
+    emit_small(w, (__u32)n);
+  else
+    emit_big(w, (__u32)n);
+  w->seg_base += n;
+  w->seg_left -= n;
+  w->msg_left -= n;
+  w->off += n;
+  return 0;
+}
+
+SEC("raw_tracepoint/sys_exit")
+int uds_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+  __u64 id = bpf_get_current_pid_tgid();
+  struct inflight *pp = bpf_map_lookup_elem(&inflight, &id);
+  if (!pp)
+    return 0;
+  struct inflight p = *pp;
+  bpf_map_delete_elem(&inflight, &id);
+  long ret = (long)ctx->args[1];
+  if (ret <= 0)
+    return 0;
+
+  struct walk init = { .ts = p.ts, .conn = p.conn, .peer = p.peer, .dir = p.dir };
+  if (bpf_map_update_elem(&walks, &id, &init, BPF_ANY))
+    return 0;
+  struct walk *w = bpf_map_lookup_elem(&walks, &id);
+  if (!w)
+    return 0;
+  if (p.nr == NR_WRITE || p.nr == NR_SENDTO) {
+    w->seg_base = p.arg;
+    w->seg_left = w->msg_left = (__u64)ret;
+    w->off = claim(w, (__u64)ret);
+  } else if (p.nr == NR_WRITEV) {
+    w->iov = p.arg;
+    w->niov = p.count;
+    w->msg_left = (__u64)ret;
+    w->off = claim(w, (__u64)ret);
+  } else if (p.nr == NR_SENDMSG) {
+    struct user_msghdr m;
+    if (bpf_probe_read_user(&m, sizeof m, (const void *)p.arg))
+      goto out;
+    start_msg(w, &m, (__u64)ret);
+  } else {
+    w->mmsg = p.arg;
+    w->nmsgs = (__u32)ret;   /* messages sent; each mmsghdr's msg_len says how much of it */
+  }
+  struct step_ctx sc = { .w = w };
+  bpf_loop(MAX_STEPS, step, &sc, 0);
+out:
+  bpf_map_delete_elem(&walks, &id);
+  return 0;
+}

@@ -1,0 +1,782 @@
+/* observe — observe mode: a second source of capture events beside the relay (see include/observe.h).
+ *
+ * Model.  The relay sees traffic because it stands in the middle; observe mode sees it because the
+ * kernel tells it what each process sends.  The kernel half (src/bpf/observe.bpf.c) keeps, of every
+ * write/writev/send/sendto/sendmsg/sendmmsg on the host, only the bytes sent on the chosen socket's
+ * connections, in records of at most UDS_OBS_CHUNK bytes in one ring buffer.  This file turns those
+ * records into exactly the calls the relay makes on the capture (uds_capture_conn_open, _data,
+ * _ancillary, _shutdown, _close, uds_capture_message) plus the one event only a tracer has, who sent
+ * each chunk (uds_capture_conn_sender): capture.c and the dissector cannot tell which source made a
+ * frame.  Nothing on disk is touched, so the socket's path, inode, owner and mode never change, and
+ * connections opened before the capture are captured from their next byte.
+ *
+ * Connections.  A connection is known by the inode of its client end, which the kernel does not reuse
+ * while the socket lives (the server end has none until accept(), and clients send before that).  It
+ * is opened in the capture at its first record; the client is the sender when the client spoke first,
+ * else the process holding the client end (found in /proc when the record arrives, before the client
+ * may be gone).  The kernel has no "closed" event on the syscall tracepoints, so a connection ends
+ * when its client end disappears from /proc/net/unix (checked every OBS_TICK_MS, after the ring is
+ * drained): FIN both ways, then CLOSE.
+ *
+ * Order.  A record leaves the kernel when its send call returns, but the answer to a request can be
+ * sent (its call begun and ended) before the request's own call has returned: the sender of the
+ * request was merely slow to be scheduled again.  Records therefore carry the time their call began,
+ * which no answer can precede, and wait REORDER_NS here to be written in that order.  A record later
+ * than that (a long blocking send) is written when it comes; REORDER_MAX_BYTES bounds what waits.
+ *
+ * Losses.  Every record carries the offset of its first byte in its connection and direction, counted
+ * in the kernel for every byte sent; a gap between what arrived and that offset is bytes the ring had
+ * no room for, reported as a DROP (uds_capture_conn_lost) before the next bytes, as the relay's
+ * capture buffer does.  The same count at close catches a loss at the very end.
+ *
+ * Output.  The capture fd is written as the relay writes it: at once when enough is queued, else
+ * CAPTURE_FLUSH_MS after the first byte, and watched for writability only while the reader is behind.
+ */
+#include "observe.h"
+
+#include "discover.h"
+#include "log.h"
+#include "observe.skel.h"
+#include "peer.h"
+
+#include <linux/types.h>
+#include "observe-event.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define OBS_TICK_MS 200           /* how often ended connections are looked for */
+#define OBS_DRAIN_MS 5            /* how often the ring is drained (the kernel wakes us only when full) */
+#define REORDER_NS (20 * 1000000) /* records wait this long to be put in the order their calls began */
+#define REORDER_MAX_BYTES (16u << 20)   /* ... unless this much waits: then the oldest go at once */
+#define CAPTURE_FLUSH_MS 5        /* as the relay: a live view 5 ms late is not visibly late */
+#define BTF_PATH "/sys/kernel/btf/vmlinux"
+#define CAP_SYS_ADMIN_BIT 21
+#define CAP_PERFMON_BIT 38
+#define CAP_BPF_BIT 39
+
+/* A record waiting to be put in order.  Passed descriptors are described on arrival, while the sender
+ * most likely still holds them. */
+typedef struct {
+  char **fd_desc;
+  struct uds_obs_event e;     /* last: its payload follows */
+} Held;
+
+typedef struct {
+  UdsFlow flow;
+  guint64 conn, peer;
+  guint64 next_off[2];        /* offset of the next byte expected per direction */
+  GByteArray *msg[2];         /* seqpacket: the message being put together from its records */
+} ObsConn;
+
+struct UdsObserve {
+  char *name;
+  int sock_type;
+  pid_t server_pid;
+  char *server_comm;
+  struct observe_bpf *skel;
+  struct ring_buffer *ring;
+  /* run */
+  UdsCapture *cap;
+  UdsObserveStats *stats;
+  GHashTable *conns;          /* client end inode -> ObsConn */
+  GHashTable *clients;        /* client end inode -> UdsPeer, found when its first record arrived */
+  GPtrArray *held;            /* records (copies) waiting to be put in order */
+  gsize held_bytes;
+  gint64 mono_to_real;        /* add to a CLOCK_MONOTONIC ns time for CLOCK_REALTIME */
+  int epfd, sigfd, flushfd, tickfd, drainfd;
+  guint32 cap_mask;           /* events registered for the capture fd; G_MAXUINT32: not pollable */
+  gboolean flush_armed, cap_blocked, stop;
+};
+
+/* ---- requirements ---- */
+
+/* libbpf's messages are kept while loading: the verifier's reason is in them. */
+static GString *libbpf_log;
+
+static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+  if (libbpf_log && level != LIBBPF_DEBUG)
+    g_string_append_vprintf(libbpf_log, fmt, ap);
+  return 0;
+}
+
+static gboolean have_caps(void)
+{
+  g_autofree char *status = NULL;
+  if (!g_file_get_contents("/proc/self/status", &status, NULL, NULL))
+    return geteuid() == 0;
+  const char *p = strstr(status, "\nCapEff:");
+  if (!p)
+    return geteuid() == 0;
+  guint64 eff = g_ascii_strtoull(p + 8, NULL, 16);
+  return (eff >> CAP_SYS_ADMIN_BIT & 1) || ((eff >> CAP_BPF_BIT & 1) && (eff >> CAP_PERFMON_BIT & 1));
+}
+
+/* The verifier's last words: the line that says why, usually just before "processed N insns". */
+static char *verifier_reason(const char *log)
+{
+  g_auto(GStrv) lines = g_strsplit(log, "\n", -1);
+  const char *why = NULL;
+  gboolean in_log = FALSE;
+  for (char **l = lines; *l; l++) {
+    if (strstr(*l, "BEGIN PROG LOAD LOG"))
+      in_log = TRUE;
+    else if (strstr(*l, "END PROG LOAD LOG"))
+      in_log = FALSE;
+    else if (in_log && **l && !g_str_has_prefix(*l, "processed ") && !g_str_has_prefix(*l, "verification time"))
+      why = *l;
+  }
+  return g_strdup(why ? why : "no reason given");
+}
+
+static gboolean find_target(UdsObserve *o, struct observe_bpf *skel, GError **error)
+{
+  g_autoptr(UdsSocketInfo) info = NULL;
+  if (o->name[0] == '@') {
+    gsize n = strlen(o->name);   /* '@' stands for the leading NUL */
+    if (n > UDS_OBS_NAME_MAX) {
+      g_set_error(error, UDS_ERROR, UDS_ERROR_INVALID, "%s: an abstract name has at most %d bytes", o->name,
+                  UDS_OBS_NAME_MAX - 1);
+      return FALSE;
+    }
+    if (!uds_discover_lookup(NULL, o->name, &info)) {
+      g_set_error(error, UDS_ERROR, UDS_ERROR_REFUSED, "%s: no server is listening on this abstract socket", o->name);
+      return FALSE;
+    }
+    skel->rodata->target_len = (__u32)(2 + n);   /* sun_family, then NUL + name */
+    memcpy((char *)skel->rodata->target_name + 1, o->name + 1, n - 1);
+  } else {
+    struct stat st;
+    if (lstat(o->name, &st) != 0) {
+      g_set_error(error, UDS_ERROR, UDS_ERROR_INVALID, "%s: %s", o->name, g_strerror(errno));
+      return FALSE;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+      g_set_error(error, UDS_ERROR, UDS_ERROR_INVALID, "%s is not a socket", o->name);
+      return FALSE;
+    }
+    if (!uds_discover_lookup(NULL, o->name, &info)) {
+      g_set_error(error, UDS_ERROR, UDS_ERROR_REFUSED, "%s: no server is listening on this socket", o->name);
+      return FALSE;
+    }
+    skel->rodata->target_ino = st.st_ino;
+    skel->rodata->target_dev = (__u32)(major(st.st_dev) << 20 | minor(st.st_dev));   /* the kernel's dev_t */
+  }
+  if (info->type == SOCK_DGRAM) {
+    g_set_error(error, UDS_ERROR, UDS_ERROR_REFUSED,
+                "%s is a datagram socket: observe mode captures stream and seqpacket sockets (use interpose mode)",
+                o->name);
+    return FALSE;
+  }
+  o->sock_type = info->type;
+  o->server_pid = info->pid;
+  o->server_comm = g_strdup(info->comm);
+  return TRUE;
+}
+
+UdsObserve *uds_observe_start(const char *name, GError **error)
+{
+  if (!have_caps()) {
+    g_set_error(error, UDS_ERROR, UDS_ERROR_REFUSED,
+                "observe mode needs root or the CAP_BPF and CAP_PERFMON capabilities (uid %u has neither)",
+                (guint)geteuid());
+    return NULL;
+  }
+  if (access(BTF_PATH, R_OK) != 0) {
+    g_set_error(error, UDS_ERROR, UDS_ERROR_REFUSED,
+                "observe mode needs the kernel's BTF type information: " BTF_PATH " %s (a kernel built with "
+                "CONFIG_DEBUG_INFO_BTF)", errno == ENOENT ? "is missing" : g_strerror(errno));
+    return NULL;
+  }
+  g_autoptr(UdsObserve) o = g_new0(UdsObserve, 1);
+  o->name = g_strdup(name);
+  o->epfd = o->sigfd = o->flushfd = o->tickfd = o->drainfd = -1;
+
+  libbpf_log = g_string_new(NULL);
+  libbpf_set_print(libbpf_print);
+  o->skel = observe_bpf__open();
+  int err = o->skel ? 0 : -errno;
+  if (!o->skel) {
+    g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "cannot open the observe program: %s", g_strerror(-err));
+  } else if (find_target(o, o->skel, error)) {
+    o->skel->rodata->self_tgid = (__u32)getpid();
+    err = observe_bpf__load(o->skel);
+    if (err && strstr(libbpf_log->str, "BEGIN PROG LOAD LOG")) {
+      g_autofree char *why = verifier_reason(libbpf_log->str);
+      g_set_error(error, UDS_ERROR, UDS_ERROR_REFUSED, "the kernel's BPF verifier rejected the observe program: %s", why);
+    } else if (err == -EPERM || err == -EACCES) {
+      g_set_error(error, UDS_ERROR, UDS_ERROR_REFUSED,
+                  "the kernel refused to load BPF programs (%s): kernel lockdown, kernel.unprivileged_bpf_disabled "
+                  "or a security module forbids it", g_strerror(-err));
+    } else if (err) {
+      g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "cannot load the observe program: %s", g_strerror(-err));
+    } else if ((err = observe_bpf__attach(o->skel)) != 0) {
+      g_set_error(error, UDS_ERROR, UDS_ERROR_REFUSED, "the kernel refused to attach to the syscall tracepoints: %s",
+                  g_strerror(-err));
+    }
+  } else {
+    err = -1;
+  }
+  if (libbpf_log->len)
+    uds_debug("libbpf: %s", libbpf_log->str);
+  g_string_free(libbpf_log, TRUE);
+  libbpf_log = NULL;
+  libbpf_set_print(NULL);
+  if (err)
+    return NULL;
+  uds_info("observing %s: programs attached to raw_tracepoint/sys_enter and sys_exit", name);
+  return g_steal_pointer(&o);
+}
+
+int uds_observe_sock_type(const UdsObserve *o)
+{
+  return o->sock_type;
+}
+
+pid_t uds_observe_server_pid(const UdsObserve *o)
+{
+  return o->server_pid;
+}
+
+const char *uds_observe_server_comm(const UdsObserve *o)
+{
+  return o->server_comm;
+}
+
+void uds_observe_free(UdsObserve *o)
+{
+  if (!o)
+    return;
+  if (o->ring)
+    ring_buffer__free(o->ring);
+  if (o->skel)
+    observe_bpf__destroy(o->skel);
+  g_free(o->name);
+  g_free(o->server_comm);
+  g_free(o);
+}
+
+/* ---- who is at the client end ---- */
+
+/* The process holding socket inode ino (the lowest pid that does), with its identity.  Only for a
+ * connection whose server spoke first; otherwise the client's first record names it. */
+static gboolean owner_of(guint64 ino, UdsPeer *peer)
+{
+  char want[64], link[64], path[PATH_MAX];
+  int wn = snprintf(want, sizeof want, "socket:[%" G_GUINT64_FORMAT "]", ino);
+  DIR *proc = opendir("/proc");
+  if (!proc)
+    return FALSE;
+  gboolean found = FALSE;
+  struct dirent *de;
+  while (!found && (de = readdir(proc))) {
+    char *end;
+    long pid = strtol(de->d_name, &end, 10);
+    if (*end || pid <= 0)
+      continue;
+    snprintf(path, sizeof path, "/proc/%ld/fd", pid);
+    DIR *fds = opendir(path);
+    if (!fds)
+      continue;
+    struct dirent *fe;
+    while (!found && (fe = readdir(fds))) {
+      ssize_t n = readlinkat(dirfd(fds), fe->d_name, link, sizeof link);
+      if (n == wn && memcmp(link, want, (gsize)n) == 0)
+        found = TRUE;
+    }
+    closedir(fds);
+    if (found) {
+      struct stat st;
+      snprintf(path, sizeof path, "/proc/%ld", pid);
+      memset(peer, 0, sizeof *peer);
+      peer->pid = (pid_t)pid;
+      peer->ngroups = -1;
+      if (stat(path, &st) == 0) {
+        peer->uid = st.st_uid;
+        peer->gid = st.st_gid;
+      }
+      g_autofree char *comm = uds_proc_comm(NULL, (pid_t)pid);
+      g_strlcpy(peer->comm, comm ? comm : "", sizeof peer->comm);
+    }
+  }
+  closedir(proc);
+  return found;
+}
+
+/* What a passed descriptor is, from the sender's /proc (it still holds it while sendmsg returns; by
+ * the time we look it may not: then only its number is known). */
+static char *describe_fd(pid_t pid, int fd)
+{
+  char proc[64], link[PATH_MAX];
+  snprintf(proc, sizeof proc, "/proc/%d/fd/%d", (int)pid, fd);
+  ssize_t n = readlink(proc, link, sizeof link - 1);
+  if (n < 0)
+    return g_strdup_printf("fd %d (closed before it could be looked at)", fd);
+  link[n] = '\0';
+  if (g_str_has_prefix(link, "socket:"))
+    return g_strdup_printf("socket %s", link + 7);
+  struct stat st;
+  return uds_describe_fd_link(link, stat(proc, &st) == 0 && S_ISDIR(st.st_mode));
+}
+
+/* ---- records -> capture events ---- */
+
+static void obs_conn_free(gpointer p)
+{
+  ObsConn *c = p;
+  for (int d = 0; d < 2; d++)
+    if (c->msg[d])
+      g_byte_array_unref(c->msg[d]);
+  g_free(c);
+}
+
+static void event_time(UdsObserve *o, __u64 mono_ns, struct timespec *ts)
+{
+  gint64 real = (gint64)mono_ns + o->mono_to_real;
+  ts->tv_sec = real / 1000000000;
+  ts->tv_nsec = real % 1000000000;
+}
+
+static ObsConn *conn_get(UdsObserve *o, const struct uds_obs_event *e, const struct timespec *ts)
+{
+  ObsConn *c = g_hash_table_lookup(o->conns, &e->conn);
+  if (c)
+    return c;
+  c = g_new0(ObsConn, 1);
+  c->conn = e->conn;
+  c->peer = e->peer;
+  UdsConnMeta meta = {
+    .client = g_hash_table_lookup(o->clients, &e->conn),
+    .server_pid = o->server_pid,
+    .server_comm = o->server_comm,
+  };
+  uds_capture_conn_open(o->cap, &c->flow, &meta, ts);
+  g_hash_table_remove(o->clients, &e->conn);
+  g_hash_table_insert(o->conns, &c->conn, c);
+  o->stats->connections++;
+  return c;
+}
+
+static char **describe_fds(const struct uds_obs_event *e)
+{
+  int n = MAX(e->nfds, 0), shown = MIN(n, UDS_OBS_MAX_FDS);
+  char **desc = g_new0(char *, n + 1);
+  for (int i = 0; i < n; i++)
+    desc[i] = i < shown ? describe_fd((pid_t)e->tgid, e->fds[i]) : g_strdup("(not recorded)");
+  return desc;
+}
+
+static void on_ancillary(UdsObserve *o, ObsConn *c, const struct uds_obs_event *e, char **fd_desc,
+                         const struct timespec *ts)
+{
+  UdsAncillary anc = {
+    .nfds = e->nfds,
+    .fd_desc = (const char *const *)fd_desc,
+    .has_creds = e->has_creds != 0,
+    .pid = (pid_t)e->cred_pid,
+    .uid = e->cred_uid,
+    .gid = e->cred_gid,
+  };
+  uds_capture_conn_ancillary(o->cap, &c->flow, e->dir, &anc, ts);
+}
+
+static void on_data(UdsObserve *o, ObsConn *c, const struct uds_obs_event *e, const struct timespec *ts)
+{
+  int dir = e->dir;
+  char comm[sizeof e->comm + 1];
+  memcpy(comm, e->comm, sizeof e->comm);
+  comm[sizeof e->comm] = '\0';
+  uds_capture_conn_sender(o->cap, &c->flow, dir, (pid_t)e->tgid, e->uid, e->gid, comm, ts);
+  if (e->off > c->next_off[dir]) {
+    gsize lost = (gsize)(e->off - c->next_off[dir]);
+    if (c->msg[dir] && c->msg[dir]->len) {
+      lost += c->msg[dir]->len;   /* a message missing a part is lost whole */
+      g_byte_array_set_size(c->msg[dir], 0);
+    }
+    uds_capture_conn_lost(o->cap, &c->flow, dir, lost);
+    o->stats->lost_bytes += e->off - c->next_off[dir];
+  }
+  /* A record behind the expected offset (two threads of one process sending on one socket at once,
+   * their records crossing in the ring) is written where it arrives rather than lost. */
+  c->next_off[dir] = MAX(c->next_off[dir], e->off + e->len);
+  o->stats->bytes[dir] += e->len;
+  if (o->sock_type == SOCK_STREAM) {
+    uds_capture_conn_data(o->cap, &c->flow, dir, e->data, e->len, ts);
+    return;
+  }
+  if (!c->msg[dir])
+    c->msg[dir] = g_byte_array_new();
+  g_byte_array_append(c->msg[dir], e->data, e->len);
+  if (e->flags & UDS_OBS_F_END) {
+    uds_capture_message(o->cap, &c->flow, dir, c->msg[dir]->data, c->msg[dir]->len, ts);
+    g_byte_array_set_size(c->msg[dir], 0);
+  }
+}
+
+static void process_record(UdsObserve *o, const Held *h)
+{
+  const struct uds_obs_event *e = &h->e;
+  struct timespec ts;
+  event_time(o, e->ts_ns, &ts);
+  ObsConn *c = conn_get(o, e, &ts);
+  if (e->kind == UDS_OBS_ANCILLARY)
+    on_ancillary(o, c, e, h->fd_desc, &ts);
+  else if (e->kind == UDS_OBS_DATA)
+    on_data(o, c, e, &ts);
+}
+
+static int on_record(void *ctx, void *data, size_t size)
+{
+  UdsObserve *o = ctx;
+  const struct uds_obs_event *e = data;
+  if (size < sizeof *e || e->dir > 1 || (e->kind == UDS_OBS_DATA && size < sizeof *e + e->len))
+    return 0;
+  gsize n = sizeof *e + (e->kind == UDS_OBS_DATA ? e->len : 0);
+  if (!g_hash_table_contains(o->conns, &e->conn) && !g_hash_table_contains(o->clients, &e->conn)) {
+    /* A new connection: who the client is, while it is surely there. */
+    UdsPeer *client = g_new0(UdsPeer, 1);
+    guint64 *key = g_new(guint64, 1);
+    *key = e->conn;
+    if (e->dir == UDS_DIR_C2S) {
+      client->pid = (pid_t)e->tgid;
+      client->uid = e->uid;
+      client->gid = e->gid;
+      client->ngroups = -1;
+      memcpy(client->comm, e->comm, MIN(sizeof client->comm - 1, sizeof e->comm));
+    } else if (!owner_of(e->conn, client)) {
+      g_clear_pointer(&client, g_free);
+    }
+    g_hash_table_insert(o->clients, key, client);
+  }
+  Held *h = g_malloc(G_STRUCT_OFFSET(Held, e) + n);
+  memcpy(&h->e, e, n);
+  h->fd_desc = e->kind == UDS_OBS_ANCILLARY ? describe_fds(e) : NULL;
+  g_ptr_array_add(o->held, h);
+  o->held_bytes += n;
+  return 0;
+}
+
+/* When the calls began; within one call, its control data before its bytes, its bytes in order. */
+static int held_cmp(gconstpointer a, gconstpointer b)
+{
+  const struct uds_obs_event *x = &(*(const Held *const *)a)->e, *y = &(*(const Held *const *)b)->e;
+  if (x->ts_ns != y->ts_ns)
+    return x->ts_ns < y->ts_ns ? -1 : 1;
+  if (x->conn != y->conn)
+    return x->conn < y->conn ? -1 : 1;
+  if (x->dir != y->dir)
+    return x->dir < y->dir ? -1 : 1;
+  if (x->kind != y->kind)
+    return x->kind == UDS_OBS_ANCILLARY ? -1 : 1;
+  return x->off < y->off ? -1 : x->off > y->off;
+}
+
+static guint64 mono_ns(void)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (guint64)t.tv_sec * 1000000000u + (guint64)t.tv_nsec;
+}
+
+static void flush_capture(UdsObserve *o);
+
+/* Writes the held records whose wait is over (all: every one), oldest first. */
+static void release_held(UdsObserve *o, gboolean all)
+{
+  if (o->held->len == 0)
+    return;
+  g_ptr_array_sort(o->held, held_cmp);
+  guint64 now = mono_ns();
+  guint n = 0;
+  for (; n < o->held->len; n++) {
+    Held *h = g_ptr_array_index(o->held, n);
+    const struct uds_obs_event *e = &h->e;
+    if (!all && e->ts_ns + REORDER_NS > now && o->held_bytes <= REORDER_MAX_BYTES)
+      break;
+    if (!all && o->cap_blocked && o->held_bytes <= REORDER_MAX_BYTES)
+      break;   /* the reader is behind: wait for it here, where waiting is bounded, not in the capture */
+    if (!uds_capture_done(o->cap))   /* -c reached: the rest is not wanted */
+      process_record(o, h);
+    if (uds_capture_flush_due(o->cap) && !o->cap_blocked)
+      flush_capture(o);              /* a burst of records must not overrun the capture's buffer */
+    o->held_bytes -= sizeof *e + (e->kind == UDS_OBS_DATA ? e->len : 0);
+    g_strfreev(h->fd_desc);
+    g_free(h);
+  }
+  g_ptr_array_remove_range(o->held, 0, n);
+}
+
+/* How long the loop may sleep before the oldest held record is due (-1: nothing held). */
+static int held_timeout_ms(UdsObserve *o)
+{
+  if (o->held->len == 0)
+    return -1;
+  guint64 oldest = G_MAXUINT64;
+  for (guint i = 0; i < o->held->len; i++)
+    oldest = MIN(oldest, ((Held *)g_ptr_array_index(o->held, i))->e.ts_ns);
+  guint64 now = mono_ns();
+  return oldest + REORDER_NS <= now ? 0 : (int)((oldest + REORDER_NS - now) / 1000000 + 1);
+}
+
+/* Bytes the kernel counted for conn/dir that never arrived (the last records of a connection). */
+static guint64 kernel_tail_loss(UdsObserve *o, ObsConn *c, int dir)
+{
+  struct { __u64 conn, dir; } key = { c->conn, (__u64)dir };
+  __u64 sent = 0;
+  int fd = bpf_map__fd(o->skel->maps.offsets);
+  if (bpf_map_lookup_elem(fd, &key, &sent) != 0)
+    return 0;
+  bpf_map_delete_elem(fd, &key);
+  return sent > c->next_off[dir] ? sent - c->next_off[dir] : 0;
+}
+
+static void conn_end(UdsObserve *o, ObsConn *c, const struct timespec *ts)
+{
+  for (int d = 0; d < 2; d++) {
+    guint64 lost = kernel_tail_loss(o, c, d);
+    if (lost) {
+      uds_capture_conn_lost(o->cap, &c->flow, d, (gsize)lost);
+      o->stats->lost_bytes += lost;
+    }
+  }
+  uds_capture_conn_shutdown(o->cap, &c->flow, UDS_DIR_C2S, ts);
+  uds_capture_conn_shutdown(o->cap, &c->flow, UDS_DIR_S2C, ts);
+  uds_capture_conn_close(o->cap, &c->flow, ts);
+}
+
+/* Connections whose client end is gone from /proc/net/unix have ended. */
+static void reap_connections(UdsObserve *o)
+{
+  if (g_hash_table_size(o->conns) == 0)
+    return;
+  ring_buffer__consume(o->ring);   /* their last bytes first */
+  release_held(o, FALSE);
+  g_autofree char *text = NULL;
+  if (!g_file_get_contents("/proc/net/unix", &text, NULL, NULL))
+    return;
+  g_autoptr(GHashTable) alive = g_hash_table_new(g_int64_hash, g_int64_equal);
+  g_autoptr(GArray) inodes = g_array_new(FALSE, FALSE, sizeof(guint64));
+  for (char *line = strchr(text, '\n'); line && line[1]; line = strchr(line + 1, '\n')) {
+    unsigned long long ino;
+    /* "%pK: %08X %08X %08X %04X %02X %5lu": the inode is the 7th field */
+    if (sscanf(line + 1, "%*s %*x %*x %*x %*x %*x %llu", &ino) == 1) {
+      guint64 v = ino;
+      g_array_append_val(inodes, v);
+    }
+  }
+  for (guint i = 0; i < inodes->len; i++)
+    g_hash_table_add(alive, &g_array_index(inodes, guint64, i));
+  /* A connection with records still waiting to be ordered ends at a later tick, after them. */
+  for (guint i = 0; i < o->held->len; i++)
+    g_hash_table_add(alive, &((Held *)g_ptr_array_index(o->held, i))->e.conn);
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  GHashTableIter it;
+  gpointer key, value;
+  g_hash_table_iter_init(&it, o->conns);
+  while (g_hash_table_iter_next(&it, &key, &value)) {
+    ObsConn *c = value;
+    if (g_hash_table_contains(alive, &c->conn))
+      continue;
+    conn_end(o, c, &now);
+    g_hash_table_iter_remove(&it);
+  }
+}
+
+/* ---- the loop ---- */
+
+static void watch_capture(UdsObserve *o)
+{
+  if (o->cap_mask == G_MAXUINT32)
+    return;
+  guint32 want = o->cap_blocked && uds_capture_wants_write(o->cap) ? EPOLLOUT : 0;
+  if (want == o->cap_mask)
+    return;
+  struct epoll_event ev = { .events = want, .data.fd = uds_capture_fd(o->cap) };
+  if (epoll_ctl(o->epfd, EPOLL_CTL_MOD, uds_capture_fd(o->cap), &ev) == 0)
+    o->cap_mask = want;
+}
+
+static void flush_capture(UdsObserve *o)
+{
+  if (uds_capture_flush(o->cap) < 0 && errno != EAGAIN) {
+    if (!o->stop)
+      uds_info("capture reader went away (%s): stopping", g_strerror(errno));
+    o->stop = TRUE;
+    return;
+  }
+  o->cap_blocked = uds_capture_wants_write(o->cap);
+  if (uds_capture_done(o->cap))
+    o->stop = TRUE;
+}
+
+static void schedule_capture(UdsObserve *o)
+{
+  if (o->cap_blocked || !uds_capture_wants_write(o->cap))
+    return;
+  if (uds_capture_flush_due(o->cap) || uds_capture_done(o->cap) || o->stop || o->cap_mask == G_MAXUINT32) {
+    flush_capture(o);
+  } else if (!o->flush_armed) {
+    struct itimerspec its = { .it_value.tv_nsec = CAPTURE_FLUSH_MS * 1000000L };
+    if (timerfd_settime(o->flushfd, 0, &its, NULL) == 0)
+      o->flush_armed = TRUE;
+    else
+      flush_capture(o);
+  }
+}
+
+static void drain_fd(int fd)
+{
+  guint64 buf[16];
+  while (read(fd, buf, sizeof buf) > 0) {
+  }
+}
+
+static gboolean loop_setup(UdsObserve *o, GError **error)
+{
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  o->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+  o->epfd = epoll_create1(EPOLL_CLOEXEC);
+  o->flushfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  o->tickfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  o->drainfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  o->ring = ring_buffer__new(bpf_map__fd(o->skel->maps.events), on_record, o, NULL);
+  if (o->sigfd < 0 || o->epfd < 0 || o->flushfd < 0 || o->tickfd < 0 || o->drainfd < 0 || !o->ring) {
+    g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "observe: cannot set up the event loop: %s", g_strerror(errno));
+    return FALSE;
+  }
+  struct itimerspec tick = { .it_value.tv_nsec = OBS_TICK_MS * 1000000L, .it_interval.tv_nsec = OBS_TICK_MS * 1000000L };
+  timerfd_settime(o->tickfd, 0, &tick, NULL);
+  struct itimerspec drain = { .it_value.tv_nsec = OBS_DRAIN_MS * 1000000L, .it_interval.tv_nsec = OBS_DRAIN_MS * 1000000L };
+  timerfd_settime(o->drainfd, 0, &drain, NULL);
+  int fds[] = { ring_buffer__epoll_fd(o->ring), o->sigfd, o->flushfd, o->tickfd, o->drainfd };
+  for (gsize i = 0; i < G_N_ELEMENTS(fds); i++) {
+    struct epoll_event ev = { .events = EPOLLIN, .data.fd = fds[i] };
+    if (epoll_ctl(o->epfd, EPOLL_CTL_ADD, fds[i], &ev) < 0) {
+      g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "observe: epoll: %s", g_strerror(errno));
+      return FALSE;
+    }
+  }
+  /* Registered with no events: EPOLLERR/EPOLLHUP still say the reader left.  A regular file cannot be
+   * watched and is simply written after every batch. */
+  struct epoll_event ev = { .events = 0, .data.fd = uds_capture_fd(o->cap) };
+  o->cap_mask = epoll_ctl(o->epfd, EPOLL_CTL_ADD, uds_capture_fd(o->cap), &ev) == 0 ? 0 : G_MAXUINT32;
+  struct timespec mono, real;
+  clock_gettime(CLOCK_MONOTONIC, &mono);
+  clock_gettime(CLOCK_REALTIME, &real);
+  o->mono_to_real = ((gint64)real.tv_sec - mono.tv_sec) * 1000000000 + (real.tv_nsec - mono.tv_nsec);
+  return TRUE;
+}
+
+static void close_fd(int *fd)
+{
+  if (*fd >= 0)
+    close(*fd);
+  *fd = -1;
+}
+
+static void loop_close(UdsObserve *o)
+{
+  close_fd(&o->epfd);
+  close_fd(&o->sigfd);
+  close_fd(&o->flushfd);
+  close_fd(&o->tickfd);
+  close_fd(&o->drainfd);
+}
+
+gboolean uds_observe_run(UdsObserve *o, UdsCapture *cap, UdsObserveStats *stats, GError **error)
+{
+  o->cap = cap;
+  o->stats = stats;
+  o->conns = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, obs_conn_free);
+  o->held = g_ptr_array_new();   /* records are freed as they are released */
+  o->clients = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
+  gboolean ok = loop_setup(o, error);
+  int ringfd = o->ring ? ring_buffer__epoll_fd(o->ring) : -1;
+  while (ok && !o->stop) {
+    struct epoll_event evs[8];
+    schedule_capture(o);   /* the pcap header at once: the reader then knows the programs are attached */
+    watch_capture(o);
+    int n = epoll_wait(o->epfd, evs, G_N_ELEMENTS(evs), held_timeout_ms(o));
+    if (n < 0 && errno != EINTR) {
+      g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "epoll_wait: %s", g_strerror(errno));
+      ok = FALSE;
+      break;
+    }
+    for (int i = 0; i < n; i++) {
+      int fd = evs[i].data.fd;
+      if (fd == ringfd) {
+        ring_buffer__consume(o->ring);
+      } else if (fd == o->drainfd) {
+        drain_fd(fd);
+        ring_buffer__consume(o->ring);
+      } else if (fd == o->sigfd) {
+        struct signalfd_siginfo si;
+        while (read(o->sigfd, &si, sizeof si) == sizeof si)
+          uds_info("%s: stopping", strsignal((int)si.ssi_signo));
+        o->stop = TRUE;
+      } else if (fd == o->flushfd) {
+        drain_fd(fd);
+        o->flush_armed = FALSE;
+        flush_capture(o);
+      } else if (fd == o->tickfd) {
+        drain_fd(fd);
+        reap_connections(o);
+      } else if (evs[i].events & (EPOLLERR | EPOLLHUP)) {
+        if (!o->stop)
+          uds_info("capture reader went away: stopping");
+        o->stop = TRUE;
+      } else {
+        flush_capture(o);
+      }
+    }
+    release_held(o, FALSE);
+    if (uds_capture_done(cap))
+      o->stop = TRUE;
+  }
+  /* What the kernel has handed over is written; connections still open stay open (they are not ours). */
+  if (o->ring && !uds_capture_done(cap))
+    ring_buffer__consume(o->ring);
+  release_held(o, TRUE);
+  /* Connections still open: what the kernel counted beyond what arrived was lost, and is reported. */
+  GHashTableIter it;
+  gpointer value;
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  g_hash_table_iter_init(&it, o->conns);
+  while (o->skel && g_hash_table_iter_next(&it, NULL, &value)) {
+    ObsConn *c = value;
+    for (int d = 0; d < 2; d++) {
+      guint64 lost = kernel_tail_loss(o, c, d);
+      uds_capture_conn_lost(cap, &c->flow, d, (gsize)lost);
+      o->stats->lost_bytes += lost;
+    }
+    uds_capture_conn_report_drops(cap, &c->flow, &now);
+  }
+  uds_capture_finish(cap, 2000);
+  g_clear_pointer(&o->conns, g_hash_table_destroy);
+  g_clear_pointer(&o->held, g_ptr_array_unref);
+  g_clear_pointer(&o->clients, g_hash_table_destroy);
+  loop_close(o);
+  o->cap = NULL;
+  return ok;
+}
