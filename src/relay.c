@@ -1595,6 +1595,13 @@ static void on_watch(Relay *r)
 {
   if (!r->cfg->swap)
     return;
+  const char *ended = uds_swap_ended(r->cfg->swap);
+  if (ended && !r->stop) {
+    uds_warn("%s", ended);
+    g_free(r->stop_reason);
+    r->stop_reason = g_strdup(ended);
+    r->stop = TRUE;
+  }
   int newfd = -1;
   g_autoptr(GError) err = NULL;
   if (!uds_swap_path_replaced(r->cfg->swap, &newfd, &err))
