@@ -160,10 +160,7 @@ class E2eCase(UdsTestCase):
 
     def setUp(self):
         super().setUp()
-        self.srv = os.path.join(self.tmp, "srv")
-        os.mkdir(self.srv, 0o755)
-        self.path = os.path.join(self.srv, "app.sock")
-        self.start_http(self.path)
+        self.start_server()
         self.orig, self.before = ident(self.path), sorted(os.listdir(self.srv))
         self.watch = DirWatch(self.srv)
         self.home = os.path.join(self.tmp, "home")
@@ -182,6 +179,13 @@ class E2eCase(UdsTestCase):
         os.mkdir(self.ttmp)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("WIRESHARK_", "XDG_"))}
         self.env.update(HOME=self.home, TMPDIR=self.ttmp, LC_ALL="C.UTF-8")
+
+    def start_server(self):
+        """Sets self.srv (the socket's folder) and self.path, with a server listening there."""
+        self.srv = os.path.join(self.tmp, "srv")
+        os.mkdir(self.srv, 0o755)
+        self.path = os.path.join(self.srv, "app.sock")
+        self.start_http(self.path)
 
     def tearDown(self):
         # Stop politely first: tshark (or sshdump, or udsdump) killed outright would orphan the extcap
