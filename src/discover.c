@@ -739,7 +739,14 @@ GPtrArray *uds_discover(const char *proc_root, gboolean with_owners, GError **er
       uds_socket_info_free(g_steal_pointer(&c->info));
     }
   }
-  fill_owners(root, away, n_away);
+  /* One owner scan for everything that needs one: it reads every process's descriptors. */
+  UdsSocketInfo **need = g_new(UdsSocketInfo *, n + n_away + 1);
+  guint nn = 0;
+  for (guint i = 0; with_owners && i < n; i++)
+    need[nn++] = kept[i].info;
+  memcpy(need + nn, away, n_away * sizeof *away);
+  fill_owners(root, need, nn + n_away);
+  g_free(need);
   for (guint i = 0; i < n_away; i++) {
     Cand *c = &g_array_index(cands, Cand, away_at[i]);
     if (at_container_path(root, c, our_mnt))
@@ -754,25 +761,16 @@ GPtrArray *uds_discover(const char *proc_root, gboolean with_owners, GError **er
   /* The first of each path survives into the result. */
   GPtrArray *out = g_ptr_array_new_full(n, (GDestroyNotify)uds_socket_info_free);
   for (guint i = 0; i < n; i++) {
-    if (i > 0 && strcmp(kept[i].info->path, kept[i - 1].info->path) == 0)
+    const UdsSocketInfo *last = out->len ? g_ptr_array_index(out, out->len - 1) : NULL;
+    if (last && strcmp(kept[i].info->path, last->path) == 0)
       uds_socket_info_free(kept[i].info);
     else
       g_ptr_array_add(out, kept[i].info);
   }
   g_free(kept);
 
-  if (with_owners) {
-    /* The owners not known yet (those of container paths are). */
-    UdsSocketInfo **need = g_new(UdsSocketInfo *, out->len ? out->len : 1);
-    guint nn = 0;
-    for (guint i = 0; i < out->len; i++)
-      if (((UdsSocketInfo *)out->pdata[i])->pid == 0)
-        need[nn++] = out->pdata[i];
-    fill_owners(root, need, nn);
-    g_free(need);
-    if (our_mnt)
-      fill_containers(root, (UdsSocketInfo **)out->pdata, out->len, our_mnt);
-  }
+  if (with_owners && our_mnt)
+    fill_containers(root, (UdsSocketInfo **)out->pdata, out->len, our_mnt);
   return out;
 }
 

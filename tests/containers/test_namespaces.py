@@ -129,8 +129,9 @@ class OwnNetworkNamespaceTest(NamespaceCase):
     def test_follows_a_server_restarted_in_another_namespace(self):
         """The server restarts (a new network namespace, same host path) during the capture: udsdump
         interposes on the new socket, and afterwards PATH is the new server's socket."""
-        p = self.spawn([self.extcap, "-i", "unix:" + self.path], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE)
+        log = os.path.join(self.logdir, "udsdump.log")
+        p = self.spawn([self.extcap, "-i", "unix:" + self.path, "--log-level", "debug", "--log-file", log],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.wait_interposed(p, "udsdump -i")
         lines = LineReader(p.stdout)
         old = self.server
@@ -138,21 +139,26 @@ class OwnNetworkNamespaceTest(NamespaceCase):
         old.wait(timeout=30)
         self.start_ns_server('exec "$1" "$2" "$4" --mode 0660 --ready "$3"', self.path)
         self.assertNotEqual(self.server.pid, old.pid)
-        # The server's bind and udsdump's re-interposition race; the request after it is captured.
-        self.assertTrue(self.watch.wait(lambda: self.interposed() and os.path.exists(
-            os.path.join(self.srv, ".app.sock.udsdump-orig")), 30), self.log_tail(p))
+        # Re-interposed: the backup name holds the new server's socket (a new inode: the old one was
+        # still linked there when the new one was made) and PATH is a relay in front of it.
+        backup = os.path.join(self.srv, ".app.sock.udsdump-orig")
+
+        def followed():
+            try:
+                return ident(backup) != self.orig and ident(self.path) != ident(backup)
+            except FileNotFoundError:
+                return False
+        with self.log_on_failure(log):
+            self.assertTrue(self.watch.wait(followed, 30), os.listdir(self.srv))
+        new = ident(backup)
         self.assertEqual(self.curl("/?after-restart"), b"hello\n")
         self.assertTrue(lines.wait(lambda ls: any("/?after-restart" in l for l in ls), 30), lines.lines)
         p.send_signal(signal.SIGINT)
         p.wait(timeout=30)
-        new = ident(self.path)
+        self.assertEqual(ident(self.path), new, "PATH is the new server's socket again")
         self.assertEqual(sorted(os.listdir(self.srv)), self.before)
         self.assertEqual(wait_gone(self.extcap, 10), [])
-        self.assertNotEqual(new, self.orig, "the new server's socket, not the old one's")
         self.assertEqual(self.curl(), b"hello\n")
-
-    def log_tail(self, p):
-        return "udsdump still running" if p.poll() is None else p.stderr.read().decode(errors="replace")
 
 
 class OwnMountNamespaceTest(NamespaceCase):
