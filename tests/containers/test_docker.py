@@ -12,7 +12,6 @@ test stops its containers and its dockerd and leaves no mount, process or folder
 import json
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -24,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 from udstest import DirWatch, HTTP_SERVER, ident, main  # noqa: E402
-from test_e2e import REQUESTS, E2eCase, LineReader, parse_fields, responses  # noqa: E402
+from test_e2e import E2eCase, wait_pids_gone  # noqa: E402
 
 IMAGE = "udsdump-test-busybox"
 
@@ -140,38 +139,22 @@ class DockerTest(E2eCase):
         # Docker first: E2eCase's tearDown would SIGTERM dockerd with the containers still running.
         try:
             self.stop_docker()
-            self.assertEqual(self.wait_no_process_mentions(self.tmp, 30), [], "docker processes left running")
+            self.assertEqual(wait_pids_gone(lambda: self.processes_mentioning(self.tmp), 30), [],
+                             "docker processes left running")
         finally:
             super().tearDown()
 
     @staticmethod
-    def wait_no_process_mentions(text, timeout):
-        """Waits (pidfd) until no process has text in its command line (containerd's shims name the
-        test's exec root); returns the pids still there at the deadline."""
-        deadline = time.monotonic() + timeout
-        while True:
-            pids = []
-            for d in os.listdir("/proc"):
-                try:
-                    if d.isdigit() and text.encode() in open("/proc/%s/cmdline" % d, "rb").read():
-                        pids.append(int(d))
-                except OSError:
-                    pass
-            left = deadline - time.monotonic()
-            if not pids or left <= 0:
-                return pids
-            fds = []
-            for pid in pids:
-                try:
-                    fds.append(os.pidfd_open(pid))
-                except ProcessLookupError:
-                    pass
+    def processes_mentioning(text):
+        """Pids whose command line holds text (containerd's shims name the test's exec root)."""
+        pids = []
+        for d in os.listdir("/proc"):
             try:
-                if fds:
-                    select.select(fds, [], [], min(left, 1.0))
-            finally:
-                for fd in fds:
-                    os.close(fd)
+                if d.isdigit() and text.encode() in open("/proc/%s/cmdline" % d, "rb").read():
+                    pids.append(int(d))
+            except OSError:
+                pass
+        return pids
 
     def use(self, srv):
         """Points the E2eCase machinery (self.path, the folder watch, the before-state) at srv."""
@@ -194,21 +177,7 @@ class DockerTest(E2eCase):
         for name, srv in sockets.items():
             with self.subTest(container=name):
                 self.use(srv)
-                out = os.path.join(self.tmp, name + ".pcapng")
-                p = self.spawn(["tshark", "-i", "unix:" + self.path, "-l", "-w", out, "-P", *self.fields_args()],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
-                self.wait_interposed(p, "tshark -i unix:" + self.path)
-                p.lines = LineReader(p.stdout)
-                self.curl_n(REQUESTS)
-                self.assertTrue(p.lines.wait(lambda ls: responses(ls) >= REQUESTS, 30), p.lines.lines)
-                p.send_signal(signal.SIGINT)
-                p.wait(timeout=60)
-                self.assertNotIn("Error by extcap", p.stderr.read().decode(errors="replace"))
-                self.assert_http(parse_fields(p.lines.finish()), REQUESTS)
-                self.assert_restored(self.extcap)
-                if self.lua:
-                    named = self.tshark_read("-r", out, "-Y", 'http.request && unix.comm == "curl"')
-                    self.assertEqual(len(named), REQUESTS)
+                self.capture_http_with_tshark(os.path.join(self.tmp, name + ".pcapng"))
                 # SIGKILL: the guardian puts it back.
                 k = self.spawn([self.extcap, "-i", "unix:" + self.path, "-w", os.devnull], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)

@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 from udstest import HTTP_SERVER, ident, main  # noqa: E402
-from test_e2e import REQUESTS, E2eCase, LineReader, parse_fields, pids_running, responses, wait_gone  # noqa: E402
+from test_e2e import REQUESTS, E2eCase, LineReader, pids_running, wait_gone  # noqa: E402
 
 
 def namespaces_usable():
@@ -66,22 +66,8 @@ class NamespaceCase(E2eCase):
 
     def test_tshark_captures_http_decoded_and_labelled(self):
         out = os.path.join(self.tmp, "capture.pcapng")
-        p = self.spawn(["tshark", "-i", "unix:" + self.path, "-l", "-w", out, "-P", *self.fields_args()],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
-        self.wait_interposed(p, "tshark -i unix:" + self.path)
-        p.lines = LineReader(p.stdout)
-        self.curl_n(REQUESTS)
-        self.assertTrue(p.lines.wait(lambda ls: responses(ls) >= REQUESTS, 30), p.lines.lines)
-        p.send_signal(signal.SIGINT)
-        p.wait(timeout=60)
-        err = p.stderr.read().decode(errors="replace")
-        self.assertNotIn("Error by extcap", err)
-        self.assert_http(parse_fields(p.lines.finish()), REQUESTS)
-        self.assert_restored(self.extcap)
+        self.capture_http_with_tshark(out)
         if self.lua:
-            named = self.tshark_read("-r", out, "-Y", 'http.request && unix.comm == "curl" && unix.path == "%s"'
-                                     % self.path)
-            self.assertEqual(len(named), REQUESTS, "every request labelled with curl and the socket's name")
             served = self.tshark_read("-r", out, "-Y", "http.response && unix.server.pid == %d" % self.server.pid)
             self.assertEqual(len(served), REQUESTS, "every answer labelled with the server in its namespace")
 

@@ -58,9 +58,14 @@ def pids_running(exe):
 
 def wait_gone(exe, timeout):
     """Waits (pidfd) until no process runs exe; returns the pids still running at the deadline."""
+    return wait_pids_gone(lambda: pids_running(exe), timeout)
+
+
+def wait_pids_gone(find, timeout):
+    """Waits (pidfd) until find() returns no pid; returns the pids still there at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
-        pids = pids_running(exe)
+        pids = find()
         if not pids:
             return []
         fds = []
@@ -279,6 +284,25 @@ class E2eCase(UdsTestCase):
         self.assertEqual(sorted(r["tcp.stream"] for r in reqs), sorted(r["tcp.stream"] for r in resps))
         flagged = [r for r in rows if r["tcp.analysis.flags"]]
         self.assertEqual(flagged, [], "Wireshark's TCP analysis flags frames of clean traffic")
+
+    def capture_http_with_tshark(self, out):
+        """tshark -i unix:PATH -w out while curl makes REQUESTS requests: all decoded live, PATH put
+        back exactly, and (with the dissector) every request labelled as curl's on PATH."""
+        p = self.spawn(["tshark", "-i", "unix:" + self.path, "-l", "-w", out, "-P", *self.fields_args()],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env)
+        self.wait_interposed(p, "tshark -i unix:" + self.path)
+        p.lines = LineReader(p.stdout)
+        self.curl_n(REQUESTS)
+        self.assertTrue(p.lines.wait(lambda ls: responses(ls) >= REQUESTS, 30), p.lines.lines)
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=60)
+        self.assertNotIn("Error by extcap", p.stderr.read().decode(errors="replace"))
+        self.assert_http(parse_fields(p.lines.finish()), REQUESTS)
+        self.assert_restored(self.extcap)
+        if self.lua:
+            named = self.tshark_read("-r", out, "-Y", 'http.request && unix.comm == "curl" && unix.path == "%s"'
+                                     % self.path)
+            self.assertEqual(len(named), REQUESTS, "every request labelled with curl and the socket's name")
 
     def fields_args(self):
         args = ["-T", "fields", "-E", "separator=/t", "-E", "occurrence=f"]
