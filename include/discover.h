@@ -3,6 +3,8 @@
  * The kernel's own list, <proc>/net/unix, is the source.  Kept: path-bound listening SOCK_STREAM and
  * SOCK_SEQPACKET sockets, and path-bound unconnected SOCK_DGRAM sockets, whose path still exists as a
  * socket in this mount namespace.  Dropped: client ends, unbound and abstract sockets, and dead ones.
+ * Every network namespace of the host is read; a socket bound in another mount namespace (a
+ * container's filesystem) is listed as /proc/PID/root/PATH, PID its owner.
  * Owners are found by matching socket inodes against <proc>/PID/fd links.
  *
  * <proc> is "/proc" unless $UDSDUMP_PROC_ROOT names another folder, so tests feed fixture files.
@@ -17,6 +19,9 @@ typedef struct {
   int type;       /* SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET */
   pid_t pid;      /* a process holding the socket (the lowest pid), 0 when not known */
   char *comm;     /* that process's command name, NULL when not known */
+  guint64 netns;  /* inode of the network namespace the socket lives in (0: not known) */
+  char *container_id;    /* the owner's container (see container.h), NULL when none */
+  char *container_name;  /* its name when the runtime's state says it, else NULL */
 } UdsSocketInfo;
 
 void uds_socket_info_free(UdsSocketInfo *info);

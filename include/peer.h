@@ -22,6 +22,11 @@ typedef struct {
 gboolean uds_peer_from_fd(int fd, UdsPeer *peer);
 /* Our own identity, in the same shape. */
 void uds_peer_self(UdsPeer *peer);
+/* TRUE when some of the peer's ids have no name in our user namespace: the kernel then shows them as
+ * the overflow id (65534), and that is not who the peer is.  Never in the initial user namespace,
+ * where every id is mapped.  The relay refuses such a client: connecting it as the overflow id (or as
+ * ourselves) would show the server another identity. */
+gboolean uds_peer_unmapped(const UdsPeer *peer);
 /* TRUE when a and b have the same uid, gid and supplementary groups. */
 gboolean uds_peer_same_identity(const UdsPeer *a, const UdsPeer *b);
 

@@ -6,6 +6,8 @@
  * more permissive.  restore: rename() the backup over PATH if PATH is still the relay; if the server
  * re-created PATH meanwhile, leave it and remove only udsdump's leftovers.  All operations go through
  * a descriptor of the folder and never follow a symlink planted in it.
+ * PATH may be /proc/PID/root/INNER, a socket in a container's filesystem: the folder is then opened
+ * beneath that root without following any symlink, and every later step goes through its descriptor.
  * The guardian (a process in its own session, stdio closed) restores if this process dies, SIGKILL
  * included.
  */
@@ -44,6 +46,11 @@ int uds_swap_watch_fd(UdsSwap *s);
  * front).  When *new_listen_fd is non-NULL, udsdump re-interposes on the new socket and returns the
  * new relay socket there (-1 if it could not: the capture then continues only for open connections). */
 gboolean uds_swap_path_replaced(UdsSwap *s, int *new_listen_fd, GError **error);
+
+/* For PATH = /proc/PID/root/...: why the capture must end, once PID (the container's process whose
+ * filesystem PATH is in) has exited; watch_fd becomes readable then.  NULL while it runs, and always
+ * for other paths. */
+const char *uds_swap_ended(UdsSwap *s);
 
 void uds_swap_free(UdsSwap *s);   /* releases memory and fds; does NOT restore */
 

@@ -24,6 +24,15 @@
  *   mount namespace at a path that happens to exist here.  Without netlink (fixture roots, kernels
  *   without unix_diag) the lstat check stands alone and datagram sockets need St 01.
  *
+ * Namespaces.  The kernel's list and unix_diag both answer for one network namespace, and containers
+ * have their own, so every network namespace a process of the host is in is read once (netns.c:
+ * <proc>/PID/net/unix, and a sock_diag socket made inside it), ours first so that our own socket wins
+ * a tie on a path.  A socket whose bound file is not at its path here was bound in another mount
+ * namespace (or unlinked): once its owner is known, it is looked for at the same path beneath the
+ * owner's root, resolved without following any symlink (netns.h), and when the kernel's record says
+ * that is its file it is listed as /proc/PID/root/PATH, the name that reaches it from here and that
+ * swap.c interposes on.  Owners in another mount namespace get their container (container.c).
+ *
  * Owners.  Wireshark lists interfaces at every start, so the owner scan is the hot path: only the
  * inodes we list are looked for, pids are visited in ascending order (so the first holder found is
  * the lowest pid), fds are read with getdents64/readlinkat into stack buffers (no allocation per
@@ -34,6 +43,8 @@
 #include "discover.h"
 #include "privilege.h"
 
+#include "container.h"
+#include "netns.h"
 #include "wellknown.h"
 
 #include <dirent.h>
@@ -71,6 +82,8 @@ void uds_socket_info_free(UdsSocketInfo *info)
     return;
   g_free(info->path);
   g_free(info->comm);
+  g_free(info->container_id);
+  g_free(info->container_name);
   g_free(info);
 }
 
@@ -291,16 +304,6 @@ GPtrArray *uds_discover_parse(const char *text, gsize len)
   return parse_text(text, len, DGRAM_UNCONNECTED_ONLY, NAMES_PATHS);
 }
 
-static GPtrArray *parse_proc(const char *root, DgramPolicy dgram, NameKind kind, GError **error)
-{
-  g_autofree char *file = g_strdup_printf("%s/net/unix", root);
-  gsize len = 0;
-  g_autofree char *text = read_all(file, &len, error);
-  if (!text)
-    return NULL;
-  return parse_text(text, len, dgram, kind);
-}
-
 char *uds_proc_comm(const char *proc_root, pid_t pid)
 {
   char path[PATH_MAX], buf[64];
@@ -354,9 +357,9 @@ static int vfs_rec_cmp(const void *a, const void *b)
 
 /* Dumps the bound file (and whether it has a peer) of every AF_UNIX socket bound to a file.  NULL when the kernel
  * cannot answer (no unix_diag, a sandbox): the caller then relies on lstat alone. */
-static VfsMap *vfs_map_load(void)
+static VfsMap *vfs_map_load(pid_t netns_pid)
 {
-  int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  int fd = uds_netns_socket(netns_pid, AF_NETLINK, SOCK_DGRAM, NETLINK_SOCK_DIAG);
   if (fd < 0)
     return NULL;
   struct {
@@ -431,23 +434,22 @@ static const VfsRec *vfs_map_reachable(const VfsMap *m, const UdsSocketInfo *e)
   return r && !(e->type == SOCK_DGRAM && r->has_peer) ? r : NULL;
 }
 
-/* Is this socket reachable and bound to the very file at path (st: its lstat)?  Overlayfs may report
- * a file's st_dev as the upper layer's while the kernel names the overlay's: there the inode decides. */
-static gboolean vfs_map_matches(const VfsMap *m, const UdsSocketInfo *e, const char *path, const struct stat *st)
+/* Is r the very file st describes (found at path, or open as fd when fd >= 0)?  Overlayfs may report a
+ * file's st_dev as the upper layer's while the kernel names the overlay's: there the inode decides. */
+static gboolean vfs_rec_matches(const VfsRec *r, const struct stat *st, const char *path, int fd)
 {
-  const VfsRec *r = vfs_map_reachable(m, e);
   if (!r || r->vfs_ino != (guint32)st->st_ino)
     return FALSE;
   if ((r->vfs_dev >> 20) == major(st->st_dev) && (r->vfs_dev & 0xfffff) == minor(st->st_dev))
     return TRUE;
   struct statfs fs;
-  return statfs(path, &fs) == 0 && fs.f_type == OVERLAYFS_SUPER_MAGIC;
+  return (fd >= 0 ? fstatfs(fd, &fs) : statfs(path, &fs)) == 0 && fs.f_type == OVERLAYFS_SUPER_MAGIC;
 }
 
 /* Only the real /proc describes the sockets the kernel would tell us about. */
-static VfsMap *vfs_map_for(const char *root)
+static VfsMap *vfs_map_for(const char *root, pid_t netns_pid)
 {
-  return strcmp(root, "/proc") == 0 ? vfs_map_load() : NULL;
+  return strcmp(root, "/proc") == 0 ? vfs_map_load(netns_pid) : NULL;
 }
 
 /* ---- owners ------------------------------------------------------------------------------------ */
@@ -603,61 +605,197 @@ static int ranked_cmp(const void *a, const void *b)
   return c ? c : (x->order > y->order) - (x->order < y->order);
 }
 
+/* One socket of some network namespace, with the kernel's record of its bound file where the
+ * namespace's sock_diag could be asked (has_map). */
+typedef struct {
+  UdsSocketInfo *info;
+  VfsRec rec;
+  gboolean has_map, has_rec;
+} Cand;
+
+/* Every path-bound candidate of every network namespace (see netns.h), in namespace order then the
+ * kernel's; infos owned by the caller.  NULL with error only when our own namespace's list cannot be
+ * read: another namespace's process may be gone by now. */
+static GArray *collect(const char *root, GError **error)
+{
+  g_autoptr(GArray) nss = uds_netns_list(root);
+  GArray *out = g_array_new(FALSE, FALSE, sizeof(Cand));
+  for (guint n = 0; n < nss->len; n++) {
+    const UdsNetns *ns = &g_array_index(nss, UdsNetns, n);
+    g_autoptr(VfsMap) vfs = vfs_map_for(root, ns->pid);
+    g_autofree char *file = ns->pid ? g_strdup_printf("%s/%d/net/unix", root, (int)ns->pid)
+                                    : g_strdup_printf("%s/net/unix", root);
+    gsize len = 0;
+    g_autofree char *text = read_all(file, &len, ns->pid ? NULL : error);
+    if (!text) {
+      if (ns->pid)
+        continue;
+      for (guint i = 0; i < out->len; i++)
+        uds_socket_info_free(g_array_index(out, Cand, i).info);
+      g_array_free(out, TRUE);
+      return NULL;
+    }
+    g_autoptr(GPtrArray) parsed = parse_text(text, len, vfs ? DGRAM_ANY_STATE : DGRAM_UNCONNECTED_ONLY, NAMES_PATHS);
+    g_ptr_array_set_free_func(parsed, NULL);
+    for (guint i = 0; i < parsed->len; i++) {
+      UdsSocketInfo *info = g_ptr_array_index(parsed, i);
+      info->netns = ns->ino;
+      const VfsRec *r = vfs ? vfs_map_reachable(vfs, info) : NULL;
+      if (vfs && !r) {
+        uds_socket_info_free(info);   /* the kernel says no client could reach it */
+        continue;
+      }
+      Cand c = { .info = info, .has_map = vfs != NULL, .has_rec = r != NULL };
+      if (r)
+        c.rec = *r;
+      g_array_append_val(out, c);
+    }
+  }
+  return out;
+}
+
+/* Is c's socket the file at its own path in our mount namespace? */
+static gboolean at_host_path(const Cand *c)
+{
+  struct stat st;
+  if (lstat(c->info->path, &st) != 0 || !S_ISSOCK(st.st_mode))
+    return FALSE;
+  return !c->has_map || vfs_rec_matches(&c->rec, &st, c->info->path, -1);
+}
+
+/* A socket bound in another mount namespace: when its owner's root holds it at the path it was bound
+ * to (resolved beneath that root, no symlink followed), its name becomes /proc/PID/root/PATH, which
+ * reaches it from here.  FALSE when it cannot be reached that way. */
+static gboolean at_container_path(const char *root, Cand *c, guint64 our_mnt)
+{
+  UdsSocketInfo *info = c->info;
+  if (!c->has_rec || info->pid <= 0 || our_mnt == 0 || uds_ns_ino(root, info->pid, "mnt") == our_mnt)
+    return FALSE;
+  g_autofree char *name = g_strdup_printf("/proc/%d/root%s", (int)info->pid, info->path);
+  if (strlen(name) >= SUN_PATH_MAX)
+    return FALSE;   /* interfaces are unix:PATH with PATH a socket address */
+  g_autofree char *rootlink = g_strdup_printf("%s/%d/root", root, (int)info->pid);
+  int rfd = open(rootlink, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (rfd < 0)
+    return FALSE;
+  int fd = uds_ns_root_open(rfd, info->path, O_PATH);
+  close(rfd);
+  struct stat st;
+  gboolean ok = fd >= 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && vfs_rec_matches(&c->rec, &st, NULL, fd);
+  if (fd >= 0)
+    close(fd);
+  if (ok) {
+    g_free(info->path);
+    info->path = g_steal_pointer(&name);
+  }
+  return ok;
+}
+
+/* The container of each listed owner in a mount namespace other than ours (containers always have
+ * their own), read once per pid. */
+static void fill_containers(const char *root, UdsSocketInfo **infos, guint n, guint64 our_mnt)
+{
+  g_autoptr(GHashTable) seen = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
+  for (guint i = 0; i < n; i++) {
+    UdsSocketInfo *info = infos[i];
+    if (info->pid <= 0)
+      continue;
+    UdsContainer *c = g_hash_table_lookup(seen, GINT_TO_POINTER(info->pid));
+    if (!c && !g_hash_table_contains(seen, GINT_TO_POINTER(info->pid))) {
+      UdsContainer found;
+      if (uds_ns_ino(root, info->pid, "mnt") != our_mnt && uds_container_of(root, info->pid, &found))
+        c = g_memdup2(&found, sizeof found);
+      g_hash_table_insert(seen, GINT_TO_POINTER(info->pid), c);
+    }
+    if (c) {
+      info->container_id = g_strdup(c->id);
+      info->container_name = g_strdup(c->name);
+    }
+  }
+  GHashTableIter it;
+  gpointer v;
+  g_hash_table_iter_init(&it, seen);
+  while (g_hash_table_iter_next(&it, NULL, &v))
+    if (v)
+      g_free(((UdsContainer *)v)->name);
+}
+
+static GPtrArray *discover(const char *proc_root, gboolean with_owners, GError **error)
+{
+  const char *root = proc_root ? proc_root : uds_proc_root();
+  g_autoptr(GArray) cands = collect(root, error);
+  if (!cands)
+    return NULL;
+  guint64 our_mnt = uds_ns_ino(root, 0, "mnt");
+
+  /* Sockets at their path here; the others, bound where we cannot see them, wait for their owners. */
+  Ranked *kept = g_new(Ranked, cands->len ? cands->len : 1);
+  UdsSocketInfo **away = g_new(UdsSocketInfo *, cands->len ? cands->len : 1);
+  guint *away_at = g_new(guint, cands->len ? cands->len : 1);
+  guint n = 0, n_away = 0;
+  for (guint i = 0; i < cands->len; i++) {
+    Cand *c = &g_array_index(cands, Cand, i);
+    if (at_host_path(c)) {
+      kept[n++] = (Ranked){ c->info, i };
+    } else if (c->has_rec && our_mnt) {
+      away_at[n_away] = i;
+      away[n_away++] = c->info;
+    } else {
+      uds_socket_info_free(g_steal_pointer(&c->info));
+    }
+  }
+  /* One owner scan for everything that needs one: it reads every process's descriptors. */
+  UdsSocketInfo **need = g_new(UdsSocketInfo *, n + n_away + 1);
+  guint nn = 0;
+  for (guint i = 0; with_owners && i < n; i++)
+    need[nn++] = kept[i].info;
+  memcpy(need + nn, away, n_away * sizeof *away);
+  fill_owners(root, need, nn + n_away);
+  g_free(need);
+  for (guint i = 0; i < n_away; i++) {
+    Cand *c = &g_array_index(cands, Cand, away_at[i]);
+    if (at_container_path(root, c, our_mnt))
+      kept[n++] = (Ranked){ c->info, away_at[i] };
+    else
+      uds_socket_info_free(g_steal_pointer(&c->info));
+  }
+  g_free(away);
+  g_free(away_at);
+  qsort(kept, n, sizeof(Ranked), ranked_cmp);
+
+  /* The first of each path survives into the result. */
+  GPtrArray *out = g_ptr_array_new_full(n, (GDestroyNotify)uds_socket_info_free);
+  for (guint i = 0; i < n; i++) {
+    const UdsSocketInfo *last = out->len ? g_ptr_array_index(out, out->len - 1) : NULL;
+    if (last && strcmp(kept[i].info->path, last->path) == 0)
+      uds_socket_info_free(kept[i].info);
+    else
+      g_ptr_array_add(out, kept[i].info);
+  }
+  g_free(kept);
+
+  if (with_owners && our_mnt)
+    fill_containers(root, (UdsSocketInfo **)out->pdata, out->len, our_mnt);
+  return out;
+}
+
 static int info_path_cmp(gconstpointer a, gconstpointer b)
 {
   const UdsSocketInfo *x = *(UdsSocketInfo *const *)a, *y = *(UdsSocketInfo *const *)b;
   return strcmp(x->path, y->path);
 }
 
-static GPtrArray *discover(const char *proc_root, gboolean with_owners, GError **error)
-{
-  const char *root = proc_root ? proc_root : uds_proc_root();
-  g_autoptr(VfsMap) vfs = vfs_map_for(root);
-  g_autoptr(GPtrArray) all = parse_proc(root, vfs ? DGRAM_ANY_STATE : DGRAM_UNCONNECTED_ONLY, NAMES_PATHS, error);
-  if (!all)
-    return NULL;
-
-  Ranked *kept = g_new(Ranked, all->len ? all->len : 1);
-  guint n = 0;
-  for (guint i = 0; i < all->len; i++) {
-    UdsSocketInfo *info = g_ptr_array_index(all, i);
-    struct stat st;
-    if (lstat(info->path, &st) != 0 || !S_ISSOCK(st.st_mode))
-      continue;
-    if (vfs && !vfs_map_matches(vfs, info, info->path, &st))
-      continue;
-    kept[n++] = (Ranked){ info, i };
-  }
-  qsort(kept, n, sizeof(Ranked), ranked_cmp);
-
-  /* The first of each path survives into the result; `all` then frees only the others. */
-  GPtrArray *out = g_ptr_array_new_full(n, (GDestroyNotify)uds_socket_info_free);
-  gboolean *survives = g_new0(gboolean, all->len ? all->len : 1);
-  for (guint i = 0; i < n; i++) {
-    if (i > 0 && strcmp(kept[i].info->path, kept[i - 1].info->path) == 0)
-      continue;
-    survives[kept[i].order] = TRUE;
-    g_ptr_array_add(out, kept[i].info);
-  }
-  g_free(kept);
-  g_ptr_array_set_free_func(all, NULL);
-  for (guint i = 0; i < all->len; i++)
-    if (!survives[i])
-      uds_socket_info_free(g_ptr_array_index(all, i));
-  g_free(survives);
-
-  if (with_owners)
-    fill_owners(root, (UdsSocketInfo **)out->pdata, out->len);
-  return out;
-}
-
+/* Abstract names live in a network namespace of their own: ours is the one observe mode can see. */
 GPtrArray *uds_discover_abstract(const char *proc_root, gboolean with_owners, GError **error)
 {
   const char *root = proc_root ? proc_root : uds_proc_root();
-  /* Datagram sockets are left out: observe mode captures stream and seqpacket traffic. */
-  GPtrArray *all = parse_proc(root, DGRAM_UNCONNECTED_ONLY, NAMES_ABSTRACT, error);
-  if (!all)
+  g_autofree char *file = g_strdup_printf("%s/net/unix", root);
+  gsize len = 0;
+  g_autofree char *text = read_all(file, &len, error);
+  if (!text)
     return NULL;
+  /* Datagram sockets are left out: observe mode captures stream and seqpacket traffic. */
+  GPtrArray *all = parse_text(text, len, DGRAM_UNCONNECTED_ONLY, NAMES_ABSTRACT);
   for (guint i = all->len; i-- > 0;) {
     const UdsSocketInfo *e = g_ptr_array_index(all, i);
     if (e->type == SOCK_DGRAM)
@@ -698,9 +836,8 @@ static gboolean discover_lookup(const char *proc_root, const char *path, UdsSock
     }
     return FALSE;
   }
-  g_autoptr(VfsMap) vfs = vfs_map_for(root);
-  g_autoptr(GPtrArray) all = parse_proc(root, vfs ? DGRAM_ANY_STATE : DGRAM_UNCONNECTED_ONLY, NAMES_PATHS, NULL);
-  if (!all)
+  g_autoptr(GArray) cands = collect(root, NULL);
+  if (!cands)
     return FALSE;
   struct stat st;
   gboolean have_file = lstat(path, &st) == 0 && S_ISSOCK(st.st_mode);
@@ -710,28 +847,31 @@ static gboolean discover_lookup(const char *proc_root, const char *path, UdsSock
    * spelling first, then the same file by lstat.  When the file is gone nobody can connect, but the
    * caller may have moved it aside itself: report the live socket bound under that name. */
   guint found = G_MAXUINT;
-  for (guint i = 0; i < all->len && found == G_MAXUINT; i++) {
-    UdsSocketInfo *e = g_ptr_array_index(all, i);
-    if (have_file ? (vfs ? vfs_map_matches(vfs, e, path, &st) : strcmp(e->path, path) == 0)
-                  : strcmp(e->path, path) == 0 && (!vfs || vfs_map_reachable(vfs, e)))
+  for (guint i = 0; i < cands->len && found == G_MAXUINT; i++) {
+    const Cand *c = &g_array_index(cands, Cand, i);
+    if (have_file ? (c->has_map ? vfs_rec_matches(c->has_rec ? &c->rec : NULL, &st, path, -1)
+                                : strcmp(c->info->path, path) == 0)
+                  : strcmp(c->info->path, path) == 0)
       found = i;
   }
-  if (found == G_MAXUINT && have_file && !vfs) {
-    for (guint i = 0; i < all->len && found == G_MAXUINT; i++) {
-      UdsSocketInfo *e = g_ptr_array_index(all, i);
+  if (found == G_MAXUINT && have_file) {
+    for (guint i = 0; i < cands->len && found == G_MAXUINT; i++) {
+      const Cand *c = &g_array_index(cands, Cand, i);
       struct stat est;
-      if (lstat(e->path, &est) == 0 && est.st_dev == st.st_dev && est.st_ino == st.st_ino)
+      if (!c->has_map && lstat(c->info->path, &est) == 0 && est.st_dev == st.st_dev && est.st_ino == st.st_ino)
         found = i;
     }
   }
-  if (found == G_MAXUINT)
-    return FALSE;
-  if (out) {
-    UdsSocketInfo *info = g_ptr_array_steal_index(all, found);
-    fill_owners(root, &info, 1);
-    *out = info;
+  for (guint i = 0; i < cands->len; i++) {
+    UdsSocketInfo *info = g_array_index(cands, Cand, i).info;
+    if (i == found && out) {
+      fill_owners(root, &info, 1);
+      *out = info;
+    } else {
+      uds_socket_info_free(info);
+    }
   }
-  return TRUE;
+  return found != G_MAXUINT;
 }
 
 /* In capability mode (the group install) the listing sees every socket of the host and names its
@@ -847,7 +987,13 @@ char *uds_socket_display(const UdsSocketInfo *info)
       append_escaped(s, info->comm, strlen(info->comm));
       g_string_append(s, ", ");
     }
-    g_string_append_printf(s, "pid %d)", (int)info->pid);
+    g_string_append_printf(s, "pid %d", (int)info->pid);
+    if (info->container_id) {
+      const char *label = info->container_name ? info->container_name : info->container_id;
+      g_string_append(s, ", container ");
+      append_escaped(s, label, info->container_name ? strlen(label) : MIN(strlen(label), 12));
+    }
+    g_string_append_c(s, ')');
   }
   const char *label = uds_wellknown_label(info->path);
   if (label)

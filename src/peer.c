@@ -2,12 +2,19 @@
  *
  * SO_PEERCRED is fixed at connect() time by the kernel, so it is the identity the client actually
  * had when it reached the socket; that is the identity the relay must not exceed upstream.
+ *
+ * User namespaces.  The kernel translates SO_PEERCRED into the reader's user namespace.  In the
+ * initial one every id has a name, so taking the client's ids for connect() gives the server (in a
+ * container's user namespace or not) exactly the view a direct connection would: the kernel maps the
+ * same kernel ids into the server's namespace either way.  Only a udsdump inside a user namespace can
+ * meet a client whose ids it cannot name (shown as the overflow id); that client is refused.
  */
 #include "peer.h"
 
 #include "discover.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -85,4 +92,43 @@ char *uds_describe_fd_link(const char *link, gboolean is_dir)
   if (g_str_has_prefix(link, "anon_inode:"))
     return g_strdup(link);
   return g_strdup_printf("%s %s", is_dir ? "directory" : "file", link);
+}
+
+/* One map file covers every id ("0 0 4294967295"): the initial user namespace. */
+static gboolean map_is_identity(const char *file)
+{
+  g_autofree char *text = NULL;
+  if (!g_file_get_contents(file, &text, NULL, NULL))
+    return TRUE;   /* no /proc: no user namespaces we could tell apart */
+  unsigned long inside, outside, count;
+  char rest;
+  return sscanf(text, " %lu %lu %lu %c", &inside, &outside, &count, &rest) == 3 && inside == 0 && outside == 0 &&
+         count == 4294967295UL;
+}
+
+static guint32 overflow_id(const char *file)
+{
+  g_autofree char *text = NULL;
+  return g_file_get_contents(file, &text, NULL, NULL) ? (guint32)strtoul(text, NULL, 10) : 65534;
+}
+
+gboolean uds_peer_unmapped(const UdsPeer *peer)
+{
+  static gsize once;
+  static gboolean initial;
+  static guint32 ouid, ogid;
+  if (g_once_init_enter(&once)) {
+    initial = map_is_identity("/proc/self/uid_map") && map_is_identity("/proc/self/gid_map");
+    ouid = overflow_id("/proc/sys/kernel/overflowuid");
+    ogid = overflow_id("/proc/sys/kernel/overflowgid");
+    g_once_init_leave(&once, 1);
+  }
+  if (initial)
+    return FALSE;
+  if (peer->uid == ouid || peer->gid == ogid)
+    return TRUE;
+  for (int i = 0; i < peer->ngroups; i++)
+    if (peer->groups[i] == ogid)
+      return TRUE;
+  return FALSE;
 }

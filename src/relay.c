@@ -290,6 +290,14 @@ static int connect_upstream(Relay *r, const UdsPeer *who)
   }
   strcpy(sa.sun_path, path);
 
+  if (who && uds_peer_unmapped(who)) {
+    /* Before the same-identity test: an unnamed client may look like us, and is not. */
+    uds_warn("client pid %d: its uid, gid or groups have no name in udsdump's user namespace (shown as %u:%u): "
+             "refused, the server must not see another identity", (int)who->pid, (unsigned)who->uid,
+             (unsigned)who->gid);
+    errno = EPERM;
+    return -1;
+  }
   gboolean switch_id = FALSE;
   if (who && !uds_peer_same_identity(who, &r->self)) {
     if (who->ngroups < 0) {
@@ -1012,7 +1020,9 @@ static void conn_try_connect(Relay *r, Conn *c)
     c->connecting = TRUE;
     return;  /* the timer retries */
   }
-  if (errno == EPERM)
+  if (errno == EPERM && uds_peer_unmapped(&c->peer))
+    ;  /* connect_upstream said why */
+  else if (errno == EPERM)
     uds_warn("refused a client (pid %d, uid %u, gid %u): it differs from udsdump's identity and udsdump is not "
              "privileged, so the server would see it with udsdump's rights; run udsdump as root to relay it",
              (int)c->peer.pid, (unsigned)c->peer.uid, (unsigned)c->peer.gid);
@@ -1209,7 +1219,9 @@ static DgramFlow *dgram_flow_get(Relay *r, const struct sockaddr_un *from, sockl
   int up = connect_upstream(r, &f->peer);
   if (up < 0) {
     int e = errno;
-    if (e == EPERM)
+    if (e == EPERM && uds_peer_unmapped(&f->peer))
+      ;  /* connect_upstream said why */
+    else if (e == EPERM)
       uds_warn("refused a datagram sender (%s[%d], uid %u, gid %u): it differs from udsdump's identity and udsdump "
                "is not privileged; its datagrams are dropped", f->peer.comm, (int)cr->pid, (unsigned)cr->uid,
                (unsigned)cr->gid);
@@ -1615,6 +1627,13 @@ static void on_watch(Relay *r)
 {
   if (!r->cfg->swap)
     return;
+  const char *ended = uds_swap_ended(r->cfg->swap);
+  if (ended && !r->stop) {
+    uds_warn("%s", ended);
+    g_free(r->stop_reason);
+    r->stop_reason = g_strdup(ended);
+    r->stop = TRUE;
+  }
   int newfd = -1;
   g_autoptr(GError) err = NULL;
   if (!uds_swap_path_replaced(r->cfg->swap, &newfd, &err))

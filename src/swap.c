@@ -36,6 +36,14 @@
  * so /var/run -> /run is fine) with *at() calls that never follow a symlink in the folder; attributes
  * are set through O_PATH|O_NOFOLLOW descriptors checked to be the expected inode.
  *
+ * Containers.  PATH = /proc/PID/root/INNER names a socket in PID's mount namespace.  realpath() there
+ * would follow symlinks the container's processes planted (an absolute one leads into the host), so
+ * the folder is opened beneath PID's root with openat2 RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS (netns.c)
+ * and a symlink anywhere on the way is refused; the relay is bound through /proc/self/fd/DIRFD/, never
+ * by the folder's name; the sun_path limit applies to INNER, the name clients there use.  A pidfd of
+ * PID, taken at prepare, ends the capture when the container's process exits (uds_swap_ended).
+ * sock_diag only sees its own network namespace, so the listener check asks every namespace.
+ *
  * "Is anyone listening on this file?" is answered by the kernel's socket table through NETLINK_SOCK_DIAG,
  * which reports each bound socket's file (device, inode).  /proc/net/unix cannot answer it: it shows
  * the name a socket was bound under, and after the swap the server's socket still shows PATH while
@@ -67,6 +75,7 @@
 #include "discover.h"
 #include "guardian.h"
 #include "log.h"
+#include "netns.h"
 #include "privilege.h"
 
 #include <dirent.h>
@@ -81,10 +90,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/inotify.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/xattr.h>
@@ -109,7 +120,11 @@ struct UdsSwap {
   pid_t server_pid;
   char *server_comm;
   gboolean installed;
-  int watch_fd;
+  pid_t root_pid;           /* PATH is /proc/PID/root/...: the container's process, else 0 */
+  int root_pidfd;           /* pidfd of root_pid: readable when the container is gone */
+  int inotify_fd;           /* the folder's watch */
+  int watch_fd;             /* what the caller polls: inotify_fd, or an epoll of it and root_pidfd */
+  char *ended;              /* why the capture must end (the container is gone), NULL while it may go on */
   int guard_chan;
   pid_t guard_pid;
 };
@@ -122,9 +137,9 @@ typedef struct {
   int state;
 } DiagHit;
 
-static int diag_dump_once(dev_t dev, ino_t ino, DiagHit *hit)
+static int diag_dump_once(pid_t netns_pid, dev_t dev, ino_t ino, DiagHit *hit)
 {
-  int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  int fd = uds_netns_socket(netns_pid, AF_NETLINK, SOCK_DGRAM, NETLINK_SOCK_DIAG);
   if (fd < 0)
     return -1;
   struct {
@@ -184,17 +199,33 @@ out:
   return found;
 }
 
-/* The socket bound to file (dev, ino) - its listener when it has one.  1 found, 0 none (a stale socket file), -1 sock_diag unusable.
+/* The socket bound to file (dev, ino) - its listener when it has one.  1 found, 0 none (a stale socket
+ * file), -1 sock_diag unusable.  sock_diag answers for one network namespace, and a server in a
+ * container may be bound on a host path: so every namespace is asked, ours first; a miss is only
+ * "none" when every one of them could be asked.
  * A dump resumes by position in the kernel's hash buckets, so sockets closing elsewhere meanwhile can
  * make it skip an entry: a hit is certain, a miss is confirmed by two more dumps. */
 static int diag_lookup(dev_t dev, ino_t ino, DiagHit *hit)
 {
   if (g_getenv("UDSDUMP_NO_SOCK_DIAG"))  /* tests: exercise the fallback */
     return -1;
-  int r = 0;
-  for (int i = 0; i < 3 && r == 0; i++)
-    r = diag_dump_once(dev, ino, hit);
-  return r;
+  int r = diag_dump_once(0, dev, ino, hit);
+  if (r != 0)
+    return r;
+  g_autoptr(GArray) nss = uds_netns_list("/proc");
+  for (int round = 0; round < 3; round++) {
+    gboolean all_asked = TRUE;
+    for (guint i = round == 0 ? 1 : 0; i < nss->len; i++) {
+      r = diag_dump_once(g_array_index(nss, UdsNetns, i).pid, dev, ino, hit);
+      if (r > 0)
+        return r;
+      if (r < 0)
+        all_asked = FALSE;   /* that namespace's process left, or we may not enter it */
+    }
+    if (!all_asked && nss->len > 1)
+      return -1;
+  }
+  return 0;
 }
 
 static gboolean hit_is_live(const DiagHit *hit)
@@ -342,10 +373,46 @@ out:
 
 /* ---- names ---- */
 
-/* Splits an absolute PATH into its resolved folder and last component, with the checks that need no
- * filesystem.  Opens the folder. */
-static gboolean parse_path(const char *path, char **folder, char **base, int *dirfd, GError **error)
+/* /proc/PID/root/INNER: the folder part of INNER opened beneath PID's root (see netns.h), never
+ * following a symlink there.  *folder is the name shown in messages. */
+static gboolean open_in_root(const char *path, pid_t pid, const char *inner, char **folder, int *dirfd,
+                             GError **error)
 {
+  const char *slash = strrchr(inner, '/');
+  g_autofree char *dir = slash == inner ? g_strdup("/") : g_strndup(inner, (gsize)(slash - inner));
+  g_autofree char *rootlink = g_strdup_printf("/proc/%d/root", (int)pid);
+  int rfd = open(rootlink, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (rfd < 0) {
+    g_set_error(error, UDS_ERROR, errno == ENOENT ? UDS_ERROR_INVALID : UDS_ERROR_SYSTEM,
+                "%s: cannot open %s: %s", path, rootlink, errno == ENOENT ? "no such process" : g_strerror(errno));
+    return FALSE;
+  }
+  int fd = uds_ns_root_open(rfd, dir, O_PATH | O_DIRECTORY);
+  int e = errno;
+  close(rfd);
+  if (fd < 0) {
+    if (e == ELOOP || e == EXDEV)
+      g_set_error(error, UDS_ERROR, UDS_ERROR_REFUSED,
+                  "%s: folder %s inside pid %d's filesystem is reached through a symlink (or \"..\"): udsdump follows "
+                  "none there, give the real path",
+                  path, dir, (int)pid);
+    else
+      g_set_error(error, UDS_ERROR, UDS_ERROR_INVALID, "%s: no such file (folder %s inside pid %d's filesystem: %s)",
+                  path, dir, (int)pid, g_strerror(e));
+    return FALSE;
+  }
+  *folder = g_strdup_printf("%s%s", rootlink, dir);
+  *dirfd = fd;
+  return TRUE;
+}
+
+/* Splits an absolute PATH into its resolved folder and last component, with the checks that need no
+ * filesystem.  Opens the folder.  *root_pid: PID when PATH is /proc/PID/root/INNER (the limits that
+ * concern clients then apply to INNER, the name they connect to), else 0. */
+static gboolean parse_path(const char *path, char **folder, char **base, int *dirfd, pid_t *root_pid,
+                           GError **error)
+{
+  *root_pid = 0;
   if (!path || !*path) {
     g_set_error(error, UDS_ERROR, UDS_ERROR_INVALID, "no socket path given");
     return FALSE;
@@ -362,7 +429,11 @@ static gboolean parse_path(const char *path, char **folder, char **base, int *di
                 path, path);
     return FALSE;
   }
-  size_t len = strlen(path);
+  const char *inner = path;
+  pid_t pid = 0;
+  if (!uds_ns_root_path(path, &pid, &inner))
+    inner = path;
+  size_t len = strlen(inner);
   if (len > SUN_PATH_MAX) {
     g_set_error(error, UDS_ERROR, UDS_ERROR_INVALID,
                 "%s: too long for a Unix socket address (%zu bytes, at most %zu): clients cannot connect to it "
@@ -370,7 +441,7 @@ static gboolean parse_path(const char *path, char **folder, char **base, int *di
                 path, len, (size_t)SUN_PATH_MAX);
     return FALSE;
   }
-  const char *slash = strrchr(path, '/');
+  const char *slash = strrchr(inner, '/');
   const char *name = slash + 1;
   if (!*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
     g_set_error(error, UDS_ERROR, UDS_ERROR_INVALID, "%s: not a socket file path", path);
@@ -379,6 +450,13 @@ static gboolean parse_path(const char *path, char **folder, char **base, int *di
   if (strlen(name) + 1 + strlen(BACKUP_SUFFIX) > NAME_MAX) {
     g_set_error(error, UDS_ERROR, UDS_ERROR_INVALID, "%s: file name too long to give it a backup name", path);
     return FALSE;
+  }
+  if (pid) {
+    if (!open_in_root(path, pid, inner, folder, dirfd, error))
+      return FALSE;
+    *base = g_strdup(name);
+    *root_pid = pid;
+    return TRUE;
   }
   g_autofree char *dir = slash == path ? g_strdup("/") : g_strndup(path, (gsize)(slash - path));
   char *real = realpath(dir, NULL);
@@ -421,13 +499,18 @@ static UdsSwap *swap_prepare(const char *path, GError **error)
 {
   g_autofree char *folder = NULL, *base = NULL;
   int dirfd = -1, ofd = -1;
-  if (!parse_path(path, &folder, &base, &dirfd, error))
+  pid_t root_pid = 0;
+  if (!parse_path(path, &folder, &base, &dirfd, &root_pid, error))
     return NULL;
 
   UdsSwap *s = g_new0(UdsSwap, 1);
   s->path = g_strdup(path);
   s->folder = g_steal_pointer(&folder);
   s->place.dirfd = dirfd;
+  s->root_pid = root_pid;
+  /* Taken now, so that it names the process whose root was opened even if its pid is reused. */
+  s->root_pidfd = root_pid ? (int)syscall(SYS_pidfd_open, root_pid, 0) : -1;
+  s->inotify_fd = -1;
   g_strlcpy(s->place.base, base, sizeof s->place.base);
   g_snprintf(s->place.backup, sizeof s->place.backup, ".%s%s", base, BACKUP_SUFFIX);
   s->orig_fd = -1;
@@ -608,10 +691,16 @@ static gboolean temp_address(const UdsSwap *s, const char *temp, struct sockaddr
 {
   memset(a, 0, sizeof *a);
   a->sun_family = AF_UNIX;
-  int n = g_snprintf(a->sun_path, sizeof a->sun_path, "%s%s%s", s->folder,
+  int n;
+  /* Inside a container's filesystem the folder's name is the container's to change: only the
+   * descriptor reaches the folder that was checked. */
+  if (s->root_pid)
+    goto by_fd;
+  n = g_snprintf(a->sun_path, sizeof a->sun_path, "%s%s%s", s->folder,
                      g_str_has_suffix(s->folder, "/") ? "" : "/", temp);
   if (n >= 0 && (size_t)n <= SUN_PATH_MAX)
     return TRUE;
+by_fd:
   n = g_snprintf(a->sun_path, sizeof a->sun_path, "/proc/self/fd/%d/%s", s->place.dirfd, temp);
   return n >= 0 && (size_t)n <= SUN_PATH_MAX;
 }
@@ -763,8 +852,37 @@ static gboolean ensure_watch(UdsSwap *s, GError **error)
                 g_strerror(e));
     return FALSE;
   }
-  s->watch_fd = fd;
+  s->inotify_fd = fd;
+  if (s->root_pidfd < 0) {
+    s->watch_fd = fd;
+    return TRUE;
+  }
+  /* One descriptor for the caller to poll: the folder's changes and the container's end. */
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event ev = { .events = EPOLLIN };
+  if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, s->root_pidfd, &ev) < 0) {
+    int e = errno;
+    if (ep >= 0)
+      close(ep);
+    g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "%s: epoll: %s", s->path, g_strerror(e));
+    return FALSE;
+  }
+  s->watch_fd = ep;
   return TRUE;
+}
+
+const char *uds_swap_ended(UdsSwap *s)
+{
+  if (s->ended)
+    return s->ended;
+  struct pollfd p = { .fd = s->root_pidfd, .events = POLLIN };
+  if (s->root_pidfd < 0 || poll(&p, 1, 0) <= 0)
+    return NULL;
+  if (s->watch_fd != s->inotify_fd)
+    epoll_ctl(s->watch_fd, EPOLL_CTL_DEL, s->root_pidfd, NULL);
+  s->ended = g_strdup_printf("pid %d, whose filesystem holds %s, exited: the container is gone", (int)s->root_pid,
+                             s->path);
+  return s->ended;
 }
 
 /* Puts a new relay in front of the original in s->orig_fd / s->orig_st.  The backup name must be free.
@@ -902,7 +1020,7 @@ static gboolean drain_watch(UdsSwap *s)
   gboolean relevant = FALSE;
   char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
   for (;;) {
-    ssize_t n = read(s->watch_fd, buf, sizeof buf);
+    ssize_t n = read(s->inotify_fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0)
@@ -998,8 +1116,12 @@ void uds_swap_free(UdsSwap *s)
     return;
   if (s->guard_chan >= 0)
     close(s->guard_chan);  /* still interposed?  then the guardian puts PATH back now */
-  if (s->watch_fd >= 0)
+  if (s->watch_fd >= 0 && s->watch_fd != s->inotify_fd)
     close(s->watch_fd);
+  if (s->inotify_fd >= 0)
+    close(s->inotify_fd);
+  if (s->root_pidfd >= 0)
+    close(s->root_pidfd);
   if (s->orig_fd >= 0)
     close(s->orig_fd);
   if (s->place.dirfd >= 0)
@@ -1007,6 +1129,7 @@ void uds_swap_free(UdsSwap *s)
   g_free(s->path);
   g_free(s->folder);
   g_free(s->server_comm);
+  g_free(s->ended);
   g_free(s);
 }
 
@@ -1059,7 +1182,8 @@ static gboolean swap_repair(const char *path, GString *report, GError **error)
 {
   g_autofree char *folder = NULL, *base = NULL;
   int dirfd = -1;
-  if (!parse_path(path, &folder, &base, &dirfd, error))
+  pid_t root_pid = 0;
+  if (!parse_path(path, &folder, &base, &dirfd, &root_pid, error))
     return FALSE;
   g_autofree char *backup = g_strdup_printf(".%s%s", base, BACKUP_SUFFIX);
   gboolean ok = FALSE;

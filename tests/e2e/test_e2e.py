@@ -59,9 +59,14 @@ def pids_running(exe):
 
 def wait_gone(exe, timeout):
     """Waits (pidfd) until no process runs exe; returns the pids still running at the deadline."""
+    return wait_pids_gone(lambda: pids_running(exe), timeout)
+
+
+def wait_pids_gone(find, timeout):
+    """Waits (pidfd) until find() returns no pid; returns the pids still there at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
-        pids = pids_running(exe)
+        pids = find()
         if not pids:
             return []
         fds = []
@@ -161,10 +166,7 @@ class E2eCase(UdsTestCase):
 
     def setUp(self):
         super().setUp()
-        self.srv = os.path.join(self.tmp, "srv")
-        os.mkdir(self.srv, 0o755)
-        self.path = os.path.join(self.srv, "app.sock")
-        self.start_http(self.path)
+        self.start_server()
         self.orig, self.before = ident(self.path), sorted(os.listdir(self.srv))
         self.watch = DirWatch(self.srv)
         self.home = os.path.join(self.tmp, "home")
@@ -179,6 +181,13 @@ class E2eCase(UdsTestCase):
         os.mkdir(self.ttmp)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("WIRESHARK_", "XDG_"))}
         self.env.update(HOME=self.home, TMPDIR=self.ttmp, LC_ALL="C.UTF-8")
+
+    def start_server(self):
+        """Sets self.srv (the socket's folder) and self.path, with a server listening there."""
+        self.srv = os.path.join(self.tmp, "srv")
+        os.mkdir(self.srv, 0o755)
+        self.path = os.path.join(self.srv, "app.sock")
+        self.start_http(self.path)
 
     def tearDown(self):
         # Stop politely first: tshark (or sshdump, or udsdump) killed outright would orphan the extcap
@@ -286,14 +295,20 @@ class E2eCase(UdsTestCase):
         err = p.stderr.read().decode(errors="replace")
         return p.lines.finish(), err
 
-    def capture_requests(self, out):
-        """tshark -i unix:PATH -w OUT while curl makes REQUESTS requests; stopped as by Ctrl+C, put back."""
+    def capture_http_with_tshark(self, out):
+        """tshark -i unix:PATH -w out while curl makes REQUESTS requests: all decoded live, PATH put
+        back exactly, and (with the dissector) every request labelled as curl's on PATH."""
         p = self.start_tshark("-w", out, "-P", *self.fields_args())
         self.curl_n(REQUESTS)
         self.assertTrue(p.lines.wait(lambda ls: responses(ls) >= REQUESTS, 30), p.lines.lines)
-        _, err = self.stop_tshark(p)
+        lines, err = self.stop_tshark(p)
         self.assertNotIn("Error by extcap", err)
+        self.assert_http(parse_fields(lines), REQUESTS)
         self.assert_restored(self.extcap)
+        if self.lua:
+            named = self.tshark_read("-r", out, "-Y", 'http.request && unix.comm == "curl" && unix.path == "%s"'
+                                     % self.path)
+            self.assertEqual(len(named), REQUESTS, "every request labelled with curl and the socket's name")
 
     def fields_args(self):
         args = ["-T", "fields", "-E", "separator=/t", "-E", "occurrence=f"]
@@ -317,7 +332,7 @@ class TsharkTest(E2eCase):
     def test_write_pcapng_then_read(self):
         """tshark -i unix:PATH -w file.pcapng, then tshark -r: the file holds the whole conversation."""
         out = os.path.join(self.tmp, "capture.pcapng")
-        self.capture_requests(out)
+        self.capture_http_with_tshark(out)
         self.assert_http(parse_fields(self.tshark_read("-r", out, *self.fields_args())), REQUESTS)
         self.assertEqual(self.tshark_read("-r", out, "-Y", "tcp.analysis.flags"), [])
         if self.lua:
@@ -564,7 +579,7 @@ class WiresharkUsersTest(E2eCase):
             self.skipTest("root's Wireshark loads Lua plugins only from %s, which does not hold this source's "
                           "dissector: meson install, then test again" % W.folders(self.env)["global_lua"])
         out = os.path.join(self.tmp, "x.pcapng")
-        self.capture_requests(out)
+        self.capture_http_with_tshark(out)
         self.assert_labelled(self.label_rows(["tshark", "-r", out], self.env), self.path)
         # An ordinary user, with the dissector in their personal folder, reads the same file.
         home = os.path.join(self.tmp, "user-home")

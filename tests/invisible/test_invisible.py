@@ -37,6 +37,7 @@ from udstest import (ECHO_SERVER, IN_CLOSE_WRITE, IN_CREATE, UDSDUMP, DirWatch, 
                      tshark)  # noqa: E402
 
 CLIENT = os.path.join(HERE, "client.py")
+USERNS = os.path.join(HERE, "..", "tools", "userns.py")
 from client import read_line  # noqa: E402
 U, G = 4242, 4242            # the "other user" of these tests
 U2 = 4343                    # a third identity
@@ -276,7 +277,7 @@ class InvisibleTest(UdsTestCase):
         p = self.start_capture(path)
         self.assertEqual(self.client(user, "whoami", path), direct)
         # root still gets through (and proves the server was listening all along)
-        self.assertEqual(self.root_whoami(path).split()[1:3], ["0", "0"])
+        self.assertEqual(self.root_whoami(path).split()[1:3], ["0", "0"], self.read_log(p)[-3000:])
         self.stop_capture(p)
         self.assertEqual([line[1] for line in record_lines(rec)], ["0"], "the server must never see uid %d" % U)
 
@@ -300,6 +301,69 @@ class InvisibleTest(UdsTestCase):
         self.stop_capture(p)
         self.assertEqual([line[1] for line in record_lines(rec)], ["0"], "the server must never see uid %d" % U)
         self.assertIn("Permission denied", self.read_log(p))
+
+    # ---- user namespaces (containers with userns-remap, Podman) ----
+
+    def in_userns(self, outer, uid, gid=None):
+        """A prefix that runs a command in a new user namespace mapping 0..65535 to outer..outer+65535,
+        as uid (and gid) inside."""
+        return [sys.executable, USERNS, str(outer), "65536", str(uid), str(uid if gid is None else gid), "--"]
+
+    def userns_python(self):
+        """A python3 that ids of a user namespace may run (not one under root's 0700 home)."""
+        for cand in (PY, "/usr/bin/python3", shutil.which("python3") or ""):
+            if cand and subprocess.run([*self.in_userns(100000, 0), cand, "-c", "pass"], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL).returncode == 0:
+                return cand
+        self.skipTest("no python3 that a user namespace's ids may run")
+
+    def test_user_namespaced_clients_seen_as_without_udsdump(self):
+        """A server in one user namespace, clients in the same mapping and in another: through udsdump
+        the server sees each client's ids exactly as it sees them when they connect directly."""
+        outer_a, outer_b = 100000, 200000
+        home = self.user_folder("ctr-a", outer_a, outer_a)
+        path = os.path.join(home, "app.sock")
+        fifo = self._ready_fifo("userns-server")
+        os.chmod(fifo, 0o666)
+        py = self.userns_python()
+        server = self.spawn([*self.in_userns(outer_a, 0), py, self.for_others(ECHO_SERVER), path, "--type", "whoami",
+                             "--mode", "0666", "--ready", fifo], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._wait_ready(fifo, server, "the server in its user namespace")
+        clients = {
+            "root of the server's namespace": self.in_userns(outer_a, 0),
+            "uid 1000 of the server's namespace": self.in_userns(outer_a, 1000),
+            "root of another namespace": self.in_userns(outer_b, 0),
+            "a host user": as_user(U, G),
+        }
+
+        def whoami(prefix):
+            r = subprocess.run([*prefix, py, self.for_others(CLIENT), "whoami", path], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr.decode(errors="replace"))
+            got = json.loads(r.stdout)
+            self.assertEqual(got["result"], "ok", got)
+            return got["line"].split()[1:]
+
+        direct = {what: whoami(prefix) for what, prefix in clients.items()}
+        self.assertEqual(direct["uid 1000 of the server's namespace"][:2], ["1000", "1000"])
+        self.assertEqual(direct["root of another namespace"][:2], ["65534", "65534"], "unmapped: the overflow id")
+        p = self.start_capture(path)
+        via = {what: whoami(prefix) for what, prefix in clients.items()}
+        self.stop_capture(p)
+        self.assertEqual(via, direct, "the server must see every client as it does without udsdump")
+
+    def test_udsdump_in_a_user_namespace_refuses_clients_it_cannot_name(self):
+        """udsdump itself in a user namespace that maps only root: a host user's ids have no name there
+        (the overflow id), so that client is refused, never connected as 65534 or as udsdump."""
+        path = os.path.join(self.tmp, "who.sock")
+        rec = os.path.join(self.tmp, "who.rec")
+        self.start_server(path, "whoami", record=rec)
+        p = self.start_capture(path, prefix=["unshare", "--user", "--map-root-user", "--"])
+        got = self.client((U, G, ()), "whoami", path)
+        self.stop_capture(p)
+        self.assertIn(got["result"], ("eof", "error"), got)
+        self.assertEqual(record_lines(rec), [], "the server must never see the refused client")
+        self.assertIn("have no name in udsdump's user namespace", self.read_log(p))
 
     # ---- 2. an unprivileged udsdump ----
 

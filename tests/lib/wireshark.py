@@ -108,3 +108,14 @@ def col(name):
 def field_value(text):
     """A -T fields value as 4.0 prints it: booleans print True/False from 4.2 on."""
     return {"True": "1", "False": "0"}.get(text, text)
+
+
+def capture_reader(tmp):
+    """(wrap, env) for running `tshark -r` with this source's dissector loaded: as this user with a
+    personal install, or as nobody where root loads no personal plugin (4.2+).  tmp: a folder others can
+    enter, for its HOME; the capture file must be readable by others."""
+    home = os.path.join(tmp, "reader-home")
+    os.mkdir(home)
+    nobody = reads_as_nobody()
+    install_personal(home, owner=(NOBODY.pw_uid, NOBODY.pw_gid) if nobody else None)
+    return (as_nobody if nobody else (lambda argv: argv)), clean_env(home, TMPDIR=home)

@@ -12,7 +12,6 @@ udsdump is built with -Dbpf, and skip with the reason when not run as root.
 import ctypes
 import os
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -29,9 +28,9 @@ sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 from udstest import PATH_EVENTS, DirWatch, SRCDIR, UDSDUMP, UdsTestCase, ident, main, read_exactly, sha256  # noqa: E402
 from test_e2e_real import pcap_frames, parse_meta  # noqa: E402
 from test_e2e import LineReader  # noqa: E402
+import wireshark as W  # noqa: E402
 
 FORK_SERVER = os.path.join(SRCDIR, "tests", "reliability", "fork_server.py")
-LUA = os.path.join(SRCDIR, "dissector", "udsdump.lua")
 META_OPEN, META_DROP, META_ANCILLARY, META_SENDER = 1, 3, 4, 6
 TLV_CLIENT_PID, TLV_FD_COUNT, TLV_FD_DESC, TLV_SENDER_PID, TLV_SENDER_COMM = 3, 11, 12, 21, 24
 OUR_PROGS = ("uds_enter", "uds_exit")
@@ -388,14 +387,9 @@ class ObserveTsharkTest(UdsTestCase):
         self.start_http(path)
         before = ident(path)
         home = os.path.join(self.tmp, "home")
-        extcap = os.path.join(home, ".config", "wireshark", "extcap")
-        plugins = os.path.join(home, ".local", "lib", "wireshark", "plugins")
-        os.makedirs(extcap)
-        os.makedirs(plugins)
-        shutil.copy(UDSDUMP, extcap)
-        shutil.copy(LUA, plugins)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("WIRESHARK_", "XDG_"))}
-        env.update(HOME=home, LC_ALL="C.UTF-8")
+        os.mkdir(home)
+        W.install_personal(home, extcap=UDSDUMP)
+        env = W.clean_env(home)
         iface = "unix:" + path
         pref = "extcap.%s.mode:observe" % re.sub(r"[^0-9a-z]", "_", iface.lower())
         out = os.path.join(self.tmp, "cap.pcapng")
@@ -426,15 +420,18 @@ class ObserveTsharkTest(UdsTestCase):
         rest = t.stderr.read().decode(errors="replace")
         self.assertNotIn("Error by extcap", rest)
         self.assertTrue(os.path.exists(out), "tshark wrote no capture: %s" % rest)
-        r = subprocess.run(["tshark", "-r", out, "-Y", 'http.request && unix.comm == "curl" && unix.sender.comm == "curl"',
-                            "-T", "fields", "-e", "http.request.uri"], stdout=subprocess.PIPE,
+        os.chmod(out, 0o644)
+        reader, env = W.capture_reader(self.tmp)   # the dissector loaded, whatever the version
+        r = subprocess.run(reader(["tshark", "-r", out, "-Y", 'http.request && unix.comm == "curl" && unix.sender.comm == "curl"',
+                            "-T", "fields", "-e", "http.request.uri"]), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, env=env, timeout=60)
-        detail = subprocess.run(["tshark", "-r", out, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri",
-                                 "-e", "unix.comm", "-e", "unix.sender.comm", "-e", "unix.pid", "-e", "unix.sender.pid"],
+        detail = subprocess.run(reader(["tshark", "-r", out, "-Y", "http.request", "-T", "fields", "-e",
+                                        "http.request.uri", "-e", "unix.comm", "-e", "unix.sender.comm", "-e",
+                                        "unix.pid", "-e", "unix.sender.pid"]),
                                 stdout=subprocess.PIPE, env=env, timeout=60).stdout.decode()
         self.assertEqual(sorted(r.stdout.decode().split()), ["/?n=0", "/?n=1", "/?n=2"], detail)
-        r = subprocess.run(["tshark", "-r", out, "-Y", "http.response.code == 200", "-T", "fields", "-e",
-                            "unix.sender.pid"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=60)
+        r = subprocess.run(reader(["tshark", "-r", out, "-Y", "http.response.code == 200", "-T", "fields", "-e",
+                                   "unix.sender.pid"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=60)
         self.assertEqual(len(r.stdout.decode().split()), 3, "each response labelled with its sender")
         self.assertEqual(ident(path), before)
 
