@@ -221,7 +221,7 @@ def wait_listening(test, timeout=10, what="socket"):
 
 
 def unix_listening(path):
-    with open("/proc/net/unix") as f:
+    with open("/proc/net/unix", errors="surrogateescape") as f:
         for line in f:
             parts = line.split()
             if len(parts) >= 8 and parts[7] == path and int(parts[3], 16) & 0x10000:
@@ -230,7 +230,7 @@ def unix_listening(path):
 
 
 def tcp_listening(port):
-    with open("/proc/net/tcp") as f:
+    with open("/proc/net/tcp", errors="surrogateescape") as f:
         for line in f:
             parts = line.split()
             if len(parts) > 3 and parts[1].endswith(f":{port:04X}") and parts[3] == "0A":
@@ -599,15 +599,31 @@ def wait_quiet(env, budget):
     return time.monotonic() - t0
 
 
-def capture_run(env, path_name, test, n, sock, write=None, rate=0):
+def counted(fn, n, server, relay=None, reader=None):
+    """Runs fn (one client run moving n bytes) and adds to its result the CPU seconds per GB each
+    process on the path spent meanwhile: where the time goes.  Only the client is reaped during fn,
+    so RUSAGE_CHILDREN's growth is the client's."""
+    pids = {"server": server, "relay": relay, "reader": reader}
+    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p0 = {k: proc_cpu(v) for k, v in pids.items() if v}
+    r = fn()
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    gb = n / 1e9
+    r["cpu"] = {k: (proc_cpu(pids[k]) - p0[k]) / gb for k in p0}
+    r["cpu"]["client"] = (c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime) / gb
+    return r
+
+
+def capture_run(env, path_name, test, n, sock, write=None, rate=0, server=None):
     """One test through a fresh capture (udsdump + fast reader, or tshark/dumpcap): its result dict."""
     extra = ["--lossless"] if path_name.endswith("-ll") else ["--snaplen", "128"] if path_name == "udsdump-snap" else []
     real = path_name.startswith("dumpcap")
     with (Dumpcap if real else Udsdump)(env, extra, sock) as u:
-        cpu0 = None if real else u.cpu()
-        r = run_test(test, u.path, n, write, rate)
-        if not real:
-            r["cpu_s"], r["hwm_kib"] = u.cpu() - cpu0, proc_status(u.ud.pid, "VmHWM")
+        if real:
+            r = run_test(test, u.path, n, write, rate)
+        else:
+            r = counted(lambda: run_test(test, u.path, n, write, rate), n, server, u.ud.pid, u.reader.pid)
+            r["cpu_s"], r["hwm_kib"] = r["cpu"]["relay"] * n / 1e9, proc_status(u.ud.pid, "VmHWM")
         pc = u.finish()
         r.update(check_capture(path_name, test, n, pc, snap=path_name == "udsdump-snap"))
     return r
@@ -629,13 +645,15 @@ def measure_bulk_cell(env, kind, write, results, notes, rnd):
               flush=True)
         load = Load(env)
         n = sizes(p)["bulk"]
+        server = env.servers[kind].pid
         if p == "direct":
-            r = run_test("bulk", sock, n, write)
+            r = counted(lambda: run_test("bulk", sock, n, write), n, server)
         elif p.startswith(("udsdump", "dumpcap")):
-            r = capture_run(env, p, "bulk", n, sock, write)
+            r = capture_run(env, p, "bulk", n, sock, write, server=server)
         else:
             with relay_for(env, p, sock) as s:
-                r = run_test("bulk", s.path, n, write)
+                relay = s.p.pid if p.startswith("floor") else None
+                r = counted(lambda: run_test("bulk", s.path, n, write), n, server, relay)
         r["others"] = load.cpus()
         results[(kind, write)][p].append(r)
 
@@ -812,6 +830,27 @@ def report(bulk, lat, rates, mem, disc, elapsed, others, waited):
                 gb = statistics.median(r["cpu_s"] for r in rs) / (BULK / 1e9)
                 out.append(f"{LABEL[p]}: udsdump CPU {gb:.2f} s per GB (median over the matrix), "
                            f"peak RSS {max(r['hwm_kib'] or 0 for r in rs) / 1024:.1f} MiB.")
+        out.append("")
+        cp = [p for p in cols if p in ("direct", "floor-splice", "floor", "udsdump", "udsdump-ll")]
+        out.append(f"Where the time goes: CPU seconds per GB moved, {SERVERS[0]} server (medians of the rounds; "
+                   f"client + server + relay + capture reader = total):")
+        out.append("")
+        out.append("| writes | " + " | ".join(LABEL[p] for p in cp) + " |")
+        out.append("|---:|" + "---:|" * len(cp))
+        for w in WRITES:
+            cells = []
+            for p in cp:
+                rs = [r for r in bulk[(SERVERS[0], w)][p] if "cpu" in r]
+                if not rs:
+                    cells.append("-")
+                    continue
+                parts = [statistics.median(r["cpu"].get(k, 0) for r in rs)
+                         for k in ("client", "server", "relay", "reader")]
+                shown = " + ".join(f"{v:.2f}" for v, k in zip(parts, ("client", "server", "relay", "reader"))
+                                   if k in rs[0]["cpu"])
+                cells.append(f"{shown} = {sum(parts):.2f}")
+            out.append(f"| {human(w)} | " + " | ".join(cells) + " |")
+        out.append("")
         if any(p.startswith("dumpcap") for p in PATHS):
             out.append("Under dumpcap: captured = share of the bytes sent that the pcapng file holds; the rest is "
                        "reported by udsdump's DROP frames (bytes): "
