@@ -79,8 +79,9 @@
 
 #define RELAY_CHUNK (256 * 1024)      /* one read; also the bound on a half's pending bytes */
 /* Bytes waiting before zero copy beats recvmsg + sendmsg.  A 64 KiB write reaches the socket as skbs
- * of up to 32 KiB, so a threshold of 64 KiB left such clients mostly on the copy path; at 32 KiB the
- * relay's CPU per GB fell by about a sixth at 16 and 64 KiB writes (A/B, docs/benchmarks.md). */
+ * of at most ~36 KiB (32 KiB of pages + a head), so a threshold of 64 KiB left such clients mostly on
+ * the copy path; at 32 KiB the relay's CPU per GB fell by about a sixth at 16 and 64 KiB writes
+ * (A/B, docs/benchmarks.md). */
 #define RELAY_SPLICE_MIN (32 * 1024)
 #define RELAY_READS_PER_WAKEUP 4      /* fairness between busy connections */
 #define RELAY_ACCEPTS_PER_WAKEUP 64
