@@ -443,9 +443,11 @@ class Dumpcap:
         self.errfile = open(os.path.join(self.env.tmp, "tshark.err"), "w+")
         self.p = spawn(["tshark", "-i", iface, *opts, "-w", self.file, "-q"], env=tenv,
                        stdout=subprocess.DEVNULL, stderr=self.errfile)
-        # Interposed when PATH is another socket; no readiness signal crosses tshark and dumpcap.
+        # Interposed when PATH is another socket; no readiness signal crosses tshark and dumpcap.  Slow
+        # on a host with thousands of sockets: Wireshark 4.0 runs `udsdump --extcap-config` once per
+        # listed interface while it starts.
         try:
-            wait_listening(lambda: self.p.poll() is not None or inode(self.path) not in (orig, None), timeout=60,
+            wait_listening(lambda: self.p.poll() is not None or inode(self.path) not in (orig, None), timeout=180,
                            what="tshark -i unix:PATH")
         except BenchError:
             raise BenchError(f"tshark never interposed: {self.stderr()}")
