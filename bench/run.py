@@ -455,6 +455,23 @@ class Dumpcap:
             raise BenchError(f"tshark exited: {self.stderr()}")
         return self
 
+    def children(self):
+        """tshark's children by name: dumpcap (the reader) and udsdump (the extcap, started by tshark)."""
+        out = {}
+        for task in os.listdir(f"/proc/{self.p.pid}/task"):
+            try:
+                with open(f"/proc/{self.p.pid}/task/{task}/children") as f:
+                    pids = [int(x) for x in f.read().split()]
+            except OSError:
+                continue
+            for pid in pids:
+                try:
+                    with open(f"/proc/{pid}/comm") as f:
+                        out.setdefault(f.read().strip(), pid)
+                except OSError:
+                    pass
+        return out
+
     def stderr(self):
         self.errfile.seek(0)
         return self.errfile.read().strip()[-500:]
@@ -622,7 +639,9 @@ def capture_run(env, path_name, test, n, sock, write=None, rate=0, server=None):
     real = path_name.startswith("dumpcap")
     with (Dumpcap if real else Udsdump)(env, extra, sock) as u:
         if real:
-            r = run_test(test, u.path, n, write, rate)
+            kids = u.children()
+            r = counted(lambda: run_test(test, u.path, n, write, rate), n, server, kids.get("udsdump"),
+                        kids.get("dumpcap"))
         else:
             r = counted(lambda: run_test(test, u.path, n, write, rate), n, server, u.ud.pid, u.reader.pid)
             r["cpu_s"], r["hwm_kib"] = r["cpu"]["relay"] * n / 1e9, proc_status(u.ud.pid, "VmHWM")
@@ -833,9 +852,9 @@ def report(bulk, lat, rates, mem, disc, elapsed, others, waited):
                 out.append(f"{LABEL[p]}: udsdump CPU {gb:.2f} s per GB (median over the matrix), "
                            f"peak RSS {max(r['hwm_kib'] or 0 for r in rs) / 1024:.1f} MiB.")
         out.append("")
-        cp = [p for p in cols if p in ("direct", "floor-splice", "floor", "udsdump", "udsdump-ll")]
+        cp = [p for p in cols if p in ("direct", "floor-splice", "floor", "udsdump", "udsdump-ll", "dumpcap")]
         out.append(f"Where the time goes: CPU seconds per GB moved, {SERVERS[0]} server (medians of the rounds; "
-                   f"client + server + relay + capture reader = total):")
+                   f"client + server + relay (udsdump) + capture reader (dumpcap under tshark -w) = total):")
         out.append("")
         out.append("| writes | " + " | ".join(LABEL[p] for p in cp) + " |")
         out.append("|---:|" + "---:|" * len(cp))
