@@ -1522,7 +1522,15 @@ static void flush_capture(Relay *r)
  * (capture_blocked), EPOLLOUT drives the writes. */
 static void schedule_capture(Relay *r)
 {
-  if (!r->cap || r->capture_blocked || !uds_capture_wants_write(r->cap))
+  if (!r->cap)
+    return;
+  if (r->capture_blocked) {
+    /* Lossless: reads of this batch may have filled the buffer while the reader is behind; stop
+     * reading now, not at the reader's next EPOLLOUT (until then the queue would grow unbounded). */
+    relay_set_paused(r, uds_capture_full(r->cap));
+    return;
+  }
+  if (!uds_capture_wants_write(r->cap))
     return;
   if (uds_capture_flush_due(r->cap) || uds_capture_full(r->cap) || uds_capture_done(r->cap) || r->stop) {
     flush_capture(r);
