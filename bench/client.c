@@ -1,9 +1,12 @@
 /* udsbench-client — the measuring end: each mode times one kind of use of a Unix stream socket and
  * prints one line of key=value results on stdout.
  *
- *   udsbench-client PATH bulk BYTES [WRITE]   one connection, BYTES one way in WRITE-byte writes
+ *   udsbench-client PATH bulk BYTES [WRITE [RATE]]
+ *                                             one connection, BYTES one way in WRITE-byte writes
  *                                             (default 1 MiB); the clock stops when the server
- *                                             answers how many bytes it got, which must be BYTES
+ *                                             answers how many bytes it got, which must be BYTES.
+ *                                             RATE (MB/s, 10^6 bytes): no write starts before its
+ *                                             time at that rate (a paced sender; 0: as fast as it can)
  *   udsbench-client PATH rtt N [SIZE]         one connection, N round trips of SIZE bytes (default 64)
  *                                             after N/10 (at least 100) unmeasured ones; mean, median,
  *                                             p99 in microseconds
@@ -86,7 +89,7 @@ static void print_latency(const char *what, uint64_t *ns, size_t n)
          (double)ns[n / 2] / 1e3, (double)ns[(size_t)((double)n * 0.99)] / 1e3, (double)ns[0] / 1e3);
 }
 
-static int bulk(const char *path, uint64_t bytes, size_t wsize)
+static int bulk(const char *path, uint64_t bytes, size_t wsize, uint64_t rate_mbps)
 {
   if (wsize == 0 || wsize > BENCH_PATTERN_SPAN)
     wsize = 1u << 20;
@@ -97,6 +100,12 @@ static int bulk(const char *path, uint64_t bytes, size_t wsize)
   write_all(fd, &mode, 1);
   for (uint64_t off = 0; off < bytes;) {
     size_t len = bytes - off < wsize ? (size_t)(bytes - off) : wsize;
+    if (rate_mbps) {
+      uint64_t due = t0 + off * 1000 / rate_mbps;   /* ns: off bytes at rate_mbps * 10^6 B/s */
+      struct timespec ts = { .tv_sec = (time_t)(due / 1000000000ull), .tv_nsec = (long)(due % 1000000000ull) };
+      while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
+    }
     write_all(fd, pat + off % BENCH_PATTERN_PERIOD, len);
     off += len;
   }
@@ -212,8 +221,9 @@ int main(int argc, char **argv)
     const char *path = argv[1], *mode = argv[2];
     uint64_t n = strtoull(argv[3], NULL, 0);
     uint64_t arg = argc >= 5 ? strtoull(argv[4], NULL, 0) : 0;
+    uint64_t rate = argc >= 6 ? strtoull(argv[5], NULL, 0) : 0;
     if (n > 0 && strcmp(mode, "bulk") == 0)
-      return bulk(path, n, (size_t)arg);
+      return bulk(path, n, (size_t)arg, rate);
     if (n > 0 && strcmp(mode, "rtt") == 0)
       return rtt(path, (size_t)n, (size_t)arg);
     if (n > 0 && strcmp(mode, "conn") == 0)
@@ -221,6 +231,6 @@ int main(int argc, char **argv)
     if (n > 0 && strcmp(mode, "hold") == 0)
       return hold(path, (size_t)n);
   }
-  fprintf(stderr, "usage: udsbench-client PATH bulk BYTES [WRITE] | rtt N [SIZE] | conn N [SIZE] | hold N\n");
+  fprintf(stderr, "usage: udsbench-client PATH bulk BYTES [WRITE [RATE]] | rtt N [SIZE] | conn N [SIZE] | hold N\n");
   return 2;
 }

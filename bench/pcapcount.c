@@ -1,6 +1,7 @@
 /* udsbench-pcapcount — a fast pcap reader for udsdump's capture stream that proves what it holds.
  *
  *   udsdump ... --fifo - | udsbench-pcapcount [--verify] [--pipe-size BYTES]
+ *   udsbench-pcapcount [--verify] --file FILE      a pcap or pcapng file (dumpcap's), read by libpcap
  *
  * Prints "ready" on stdout as soon as the 24-byte pcap header has arrived (udsdump writes nothing
  * before its relay is in place, so this is the runner's readiness signal), then at EOF one line:
@@ -23,6 +24,7 @@
 
 #include <fcntl.h>
 #include <glib.h>
+#include <pcap/pcap.h>
 #include <stdbool.h>
 
 #define READ_BUF (1u << 20)
@@ -172,6 +174,34 @@ static void frame_head(Stats *st, const uint8_t *head, size_t hlen, uint32_t inc
   verify_span(st, cur, payload, in_head);
 }
 
+/* --file: a finished capture file, pcap or pcapng (what dumpcap writes), through libpcap. */
+static int count_file(Stats *st, const char *file)
+{
+  char err[PCAP_ERRBUF_SIZE];
+  pcap_t *p = pcap_open_offline(file, err);
+  if (!p) {
+    fprintf(stderr, "udsbench-pcapcount: %s\n", err);
+    return -1;
+  }
+  st->linktype = (uint32_t)pcap_datalink(p);
+  struct pcap_pkthdr *h;
+  const u_char *data;
+  int rc;
+  while ((rc = pcap_next_ex(p, &h, &data)) == 1) {
+    st->records++;
+    size_t hlen = h->caplen < HEAD_MAX ? h->caplen : HEAD_MAX;
+    if (h->caplen > HEAD_MAX && h->caplen <= META_MAX && be16(data + 12) == UDS_FRAME_ETHERTYPE_META)
+      hlen = h->caplen;
+    Cursor cur = { 0 };
+    frame_head(st, data, hlen, h->caplen, h->len, &cur);
+    verify_span(st, &cur, data + hlen, h->caplen - hlen);
+  }
+  if (rc == PCAP_ERROR)
+    fprintf(stderr, "udsbench-pcapcount: %s: %s\n", file, pcap_geterr(p));
+  pcap_close(p);
+  return rc == PCAP_ERROR ? -1 : 0;
+}
+
 static guint key_hash(gconstpointer k)
 {
   uint64_t v;
@@ -187,17 +217,25 @@ static gboolean key_equal(gconstpointer a, gconstpointer b)
 int main(int argc, char **argv)
 {
   Stats st = { 0 };
+  const char *file = NULL;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--verify") == 0)
       st.verify = true;
+    else if (strcmp(argv[i], "--file") == 0 && i + 1 < argc)
+      file = argv[++i];
     else if (strcmp(argv[i], "--pipe-size") == 0 && i + 1 < argc)
       fcntl(0, F_SETPIPE_SZ, atoi(argv[++i]));
     else {
-      fprintf(stderr, "usage: udsbench-pcapcount [--verify] [--pipe-size BYTES] < pcap\n");
+      fprintf(stderr, "usage: udsbench-pcapcount [--verify] [--pipe-size BYTES] < pcap | [--verify] --file FILE\n");
       return 2;
     }
   }
   st.flows = g_hash_table_new_full(key_hash, key_equal, g_free, g_free);
+  bool partial = false;
+  if (file) {
+    partial = count_file(&st, file) < 0;
+    goto done;
+  }
   uint8_t *buf = g_malloc(READ_BUF);
   uint8_t *acc = g_malloc(META_MAX);   /* the part of a header being gathered across reads */
   enum { S_GLOBAL, S_RECORD, S_HEAD, S_PAYLOAD } state = S_GLOBAL;
@@ -265,7 +303,10 @@ int main(int argc, char **argv)
       }
     }
   }
-  bool partial = !(state == S_RECORD && have == 0);
+  g_free(buf);
+  g_free(acc);
+  partial = !(state == S_RECORD && have == 0);
+done:
   printf("records=%llu c2s_bytes=%llu s2c_bytes=%llu data_frames=%llu syn=%llu fin=%llu rst=%llu meta=%llu "
          "drop_frames=%llu dropped_bytes=%llu truncated=%llu verify_errors=%llu verified_bytes=%llu linktype=%u "
          "partial=%d\n",
@@ -275,7 +316,5 @@ int main(int argc, char **argv)
          (unsigned long long)st.dropped_bytes, (unsigned long long)st.truncated,
          (unsigned long long)st.verify_errors, (unsigned long long)st.verified_bytes, st.linktype, partial);
   g_hash_table_destroy(st.flows);
-  g_free(buf);
-  g_free(acc);
   return partial || st.verify_errors ? 1 : 0;
 }

@@ -1,6 +1,7 @@
 /* udsbench-server — the far end of every benchmark: a sink/echo server on a Unix stream socket.
  *
- *   udsbench-server [--verify] PATH          serve PATH (protocol in bench.h) until SIGTERM/SIGINT
+ *   udsbench-server [--verify] [--threads] PATH
+ *                                            serve PATH (protocol in bench.h) until SIGTERM/SIGINT
  *   udsbench-server --listeners N DIR        N listening sockets DIR/lNNNNN.sock, one connected client
  *                                            each, held until SIGTERM/SIGINT (the discovery load)
  *
@@ -13,17 +14,25 @@
  * spare the echo an epoll_wait, but it would put a thread creation into every connection of the
  * connection-cost test; one loop keeps the server's share small and the same on every path.
  * A connection's state lives in an array indexed by its fd.
+ *
+ * --threads: the other common server shape, one blocking thread per connection reading 128 KiB at a
+ * time (what many servers in Go, Java or a thread pool look like from the socket's side).  Its reads
+ * are smaller and each wakes a thread of its own, which changes how a relay's writes are batched: the
+ * benchmark measures both shapes for that reason.
  */
 #include "bench.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 
 #define SERVER_BUF (1u << 20)
+#define THREAD_BUF (128u * 1024)
 
 typedef struct {
   char mode;                 /* 0 until the first byte */
@@ -234,6 +243,96 @@ static int serve(const char *path)
   }
 }
 
+/* --threads: one blocking thread per connection. */
+static void *conn_thread(void *arg)
+{
+  int fd = (int)(intptr_t)arg;
+  uint8_t *tbuf = malloc(THREAD_BUF);
+  if (!tbuf)
+    bench_die("malloc");
+  Client c = { 0 };
+  uint64_t mine = 0;
+  for (;;) {
+    ssize_t n = recv(fd, tbuf, THREAD_BUF, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    const uint8_t *data = tbuf;
+    size_t len = (size_t)n;
+    if (!c.mode) {
+      c.mode = (char)data[0];
+      data++, len--;
+    }
+    if (c.mode == BENCH_MODE_SINK) {
+      if (verify) {
+        uint64_t before = verify_errors;
+        sink_check(&c, data, len);   /* counts into the shared total: a benchmark runs one bulk at a time */
+        mine += verify_errors - before;
+      } else {
+        c.count += len;
+      }
+      continue;
+    }
+    while (len > 0) {
+      ssize_t k = send(fd, data, len, MSG_NOSIGNAL);
+      if (k < 0 && errno == EINTR)
+        continue;
+      if (k <= 0)
+        goto out;
+      data += k;
+      len -= (size_t)k;
+    }
+  }
+  if (c.mode == BENCH_MODE_SINK) {
+    uint64_t le = c.count;
+    if (send(fd, &le, sizeof le, MSG_NOSIGNAL) != sizeof le)
+      fprintf(stderr, "udsbench-server: cannot send the count: %s\n", strerror(errno));
+    if (mine)
+      fprintf(stderr, "udsbench-server: %llu chunks differ from the pattern\n", (unsigned long long)mine);
+  }
+out:
+  close(fd);
+  free(tbuf);
+  return NULL;
+}
+
+static int serve_threads(const char *path)
+{
+  int sfd = stop_signals();
+  int lfd = listen_at(path);
+  if (sfd < 0)
+    bench_die("signalfd");
+  int fl = fcntl(lfd, F_GETFL);
+  fcntl(lfd, F_SETFL, fl & ~O_NONBLOCK);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  printf("ready\n");
+  fflush(stdout);
+  for (;;) {
+    struct pollfd pf[2] = { { .fd = lfd, .events = POLLIN }, { .fd = sfd, .events = POLLIN } };
+    if (poll(pf, 2, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      bench_die("poll");
+    }
+    if (pf[1].revents) {
+      unlink(path);
+      return verify_errors ? 1 : 0;
+    }
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0)
+      continue;
+    pthread_t t;
+    if (pthread_create(&t, &attr, conn_thread, (void *)(intptr_t)fd) != 0) {
+      close(fd);
+      continue;
+    }
+  }
+}
+
 /* The discovery load: listeners, each with one connected (and accepted) client, so /proc/net/unix
  * holds three entries per listener as on a busy host. */
 static int listeners(int n, const char *dir)
@@ -275,12 +374,18 @@ int main(int argc, char **argv)
   bench_raise_nofile();
   if (argc == 4 && strcmp(argv[1], "--listeners") == 0)
     return listeners(atoi(argv[2]), argv[3]);
-  if (argc == 3 && strcmp(argv[1], "--verify") == 0) {
-    verify = true;
-    return serve(argv[2]);
+  bool threads = false;
+  int a = 1;
+  for (; a < argc - 1; a++) {
+    if (strcmp(argv[a], "--verify") == 0)
+      verify = true;
+    else if (strcmp(argv[a], "--threads") == 0)
+      threads = true;
+    else
+      break;
   }
-  if (argc == 2 && argv[1][0] != '-')
-    return serve(argv[1]);
-  fprintf(stderr, "usage: udsbench-server [--verify] PATH | --listeners N DIR\n");
+  if (a == argc - 1 && argv[a][0] != '-')
+    return threads ? serve_threads(argv[a]) : serve(argv[a]);
+  fprintf(stderr, "usage: udsbench-server [--verify] [--threads] PATH | --listeners N DIR\n");
   return 2;
 }

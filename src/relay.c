@@ -79,7 +79,11 @@
 #include <unistd.h>
 
 #define RELAY_CHUNK (256 * 1024)      /* one read; also the bound on a half's pending bytes */
-#define RELAY_SPLICE_MIN (64 * 1024)  /* bytes waiting before zero copy beats recvmsg + sendmsg */
+/* Bytes waiting before zero copy beats recvmsg + sendmsg.  A 64 KiB write reaches the socket as skbs
+ * of at most ~36 KiB (32 KiB of pages + a head), so a threshold of 64 KiB left such clients mostly on
+ * the copy path; at 32 KiB the relay's CPU per GB fell by about a sixth at 16 and 64 KiB writes
+ * (A/B, docs/benchmarks.md). */
+#define RELAY_SPLICE_MIN (32 * 1024)
 #define RELAY_READS_PER_WAKEUP 4      /* fairness between busy connections */
 #define RELAY_ACCEPTS_PER_WAKEUP 64
 #define RELAY_MAX_FDS_PER_MSG 253     /* SCM_MAX_FD */
@@ -1550,7 +1554,15 @@ static void flush_capture(Relay *r)
  * (capture_blocked), EPOLLOUT drives the writes. */
 static void schedule_capture(Relay *r)
 {
-  if (!r->cap || r->capture_blocked || !uds_capture_wants_write(r->cap))
+  if (!r->cap)
+    return;
+  if (r->capture_blocked) {
+    /* Lossless: reads of this batch may have filled the buffer while the reader is behind; stop
+     * reading now, not at the reader's next EPOLLOUT (until then the queue would grow unbounded). */
+    relay_set_paused(r, uds_capture_full(r->cap));
+    return;
+  }
+  if (!uds_capture_wants_write(r->cap))
     return;
   if (uds_capture_flush_due(r->cap) || uds_capture_full(r->cap) || uds_capture_done(r->cap) || r->stop) {
     flush_capture(r);
