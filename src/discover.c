@@ -419,7 +419,8 @@ bad:
   VfsMap *map = g_new0(VfsMap, 1);
   map->n = recs->len;
   map->recs = (VfsRec *)(void *)g_array_free(recs, FALSE);
-  qsort(map->recs, map->n, sizeof(VfsRec), vfs_rec_cmp);
+  if (map->n)   /* a namespace with no bound socket: recs is NULL, which qsort may not be given */
+    qsort(map->recs, map->n, sizeof(VfsRec), vfs_rec_cmp);
   return map;
 }
 
@@ -430,7 +431,7 @@ static const VfsRec *vfs_map_reachable(const VfsMap *m, const UdsSocketInfo *e)
   if (e->inode > G_MAXUINT32)
     return NULL;
   VfsRec key = { .sock_ino = (guint32)e->inode };
-  const VfsRec *r = bsearch(&key, m->recs, m->n, sizeof(VfsRec), vfs_rec_cmp);
+  const VfsRec *r = m->n ? bsearch(&key, m->recs, m->n, sizeof(VfsRec), vfs_rec_cmp) : NULL;
   return r && !(e->type == SOCK_DGRAM && r->has_peer) ? r : NULL;
 }
 
