@@ -295,16 +295,21 @@ class E2eCase(UdsTestCase):
         err = p.stderr.read().decode(errors="replace")
         return p.lines.finish(), err
 
-    def capture_http_with_tshark(self, out):
-        """tshark -i unix:PATH -w out while curl makes REQUESTS requests: all decoded live, PATH put
-        back exactly, and (with the dissector) every request labelled as curl's on PATH."""
-        p = self.start_tshark("-w", out, "-P", *self.fields_args())
+    def http_capture(self, *args):
+        """tshark -i unix:PATH ARGS while curl makes REQUESTS requests: all decoded live, stopped as by
+        Ctrl+C, PATH put back exactly."""
+        p = self.start_tshark(*args, *self.fields_args())
         self.curl_n(REQUESTS)
         self.assertTrue(p.lines.wait(lambda ls: responses(ls) >= REQUESTS, 30), p.lines.lines)
         lines, err = self.stop_tshark(p)
         self.assertNotIn("Error by extcap", err)
         self.assert_http(parse_fields(lines), REQUESTS)
         self.assert_restored(self.extcap)
+
+    def capture_http_with_tshark(self, out):
+        """tshark -i unix:PATH -w out while curl makes REQUESTS requests: all decoded live, PATH put
+        back exactly, and (with the dissector) every request labelled as curl's on PATH."""
+        self.http_capture("-w", out, "-P")
         if self.lua:
             named = self.tshark_read("-r", out, "-Y", 'http.request && unix.comm == "curl" && unix.path == "%s"'
                                      % self.path)
@@ -345,13 +350,7 @@ class TsharkTest(E2eCase):
         # app.sock is no well-known socket: its synthetic server port is the generic one, not 80.  The
         # dialog's Protocol option, given as tshark users do (-o extcap.<interface>.<option>), makes it 80.
         pref = "extcap.%s.protocol:http" % re.sub(r"[^0-9a-z]", "_", ("unix:" + self.path).lower())
-        p = self.start_tshark("-o", pref, "-f", "tcp port 80", *self.fields_args())
-        self.curl_n(REQUESTS)
-        self.assertTrue(p.lines.wait(lambda ls: responses(ls) >= REQUESTS, 30), p.lines.lines)
-        lines, err = self.stop_tshark(p)
-        self.assertNotIn("Error by extcap", err)
-        self.assert_http(parse_fields(lines), REQUESTS)
-        self.assert_restored(self.extcap)
+        self.http_capture("-o", pref, "-f", "tcp port 80")
 
         # A filter that keeps only the handshakes: SYN and SYN-ACK per connection, no payload at all.
         p = self.start_tshark("-f", "tcp[tcpflags] & tcp-syn != 0", *self.fields_args())
