@@ -333,8 +333,10 @@ class RelayTest(UdsTestCase):
         self.stop_udsdump(p)
         with open(os.path.join(self.logdir, "udsdump.log")) as f:
             m = re.search(r"zero copy moved \d+ of \d+ bytes to the server, (\d+) of", f.read())
-        # The first client took at most a few hundred kB back: the rest is the second's.
-        self.assertGreater(int(m.group(1)), len(data) // 2, "the second connection's echo went by zero copy")
+        # The first client took at most a few hundred kB back: the rest is the second's.  How much of a
+        # transfer waits long enough for zero copy depends on scheduling (a loaded CI machine: 46 %), so
+        # the bound is a quarter: still far more than the first connection could account for.
+        self.assertGreater(int(m.group(1)), len(data) // 4, "the second connection's echo went by zero copy")
 
     def test_relay_socket_keeps_owner_group_mode(self):
         path = os.path.join(self.tmp, "perm.sock")
