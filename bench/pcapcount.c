@@ -2,6 +2,7 @@
  *
  *   udsdump ... --fifo - | udsbench-pcapcount [--verify] [--pipe-size BYTES]
  *   udsbench-pcapcount [--verify] --file FILE      a pcap or pcapng file (dumpcap's), read by libpcap
+ *   udsbench-pcapcount --raw FIFO                  not a capture: counts the bytes (relay-floor --tee)
  *
  * Prints "ready" on stdout as soon as the 24-byte pcap header has arrived (udsdump writes nothing
  * before its relay is in place, so this is the runner's readiness signal), then at EOF one line:
@@ -217,18 +218,39 @@ static gboolean key_equal(gconstpointer a, gconstpointer b)
 int main(int argc, char **argv)
 {
   Stats st = { 0 };
-  const char *file = NULL;
+  const char *file = NULL, *raw = NULL;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--verify") == 0)
       st.verify = true;
+    else if (strcmp(argv[i], "--raw") == 0 && i + 1 < argc)
+      raw = argv[++i];
     else if (strcmp(argv[i], "--file") == 0 && i + 1 < argc)
       file = argv[++i];
     else if (strcmp(argv[i], "--pipe-size") == 0 && i + 1 < argc)
       fcntl(0, F_SETPIPE_SZ, atoi(argv[++i]));
     else {
-      fprintf(stderr, "usage: udsbench-pcapcount [--verify] [--pipe-size BYTES] < pcap | [--verify] --file FILE\n");
+      fprintf(stderr, "usage: udsbench-pcapcount [--verify] [--pipe-size BYTES] < pcap | [--verify] --file FILE | --raw FIFO\n");
       return 2;
     }
+  }
+  if (raw) {
+    /* The same 1 MiB reads as for a capture stream, so that both readers cost the same per byte. */
+    int fd = open(raw, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      bench_die(raw);
+    uint8_t *rbuf = g_malloc(READ_BUF);
+    uint64_t total = 0;
+    for (ssize_t n; (n = read(fd, rbuf, READ_BUF)) != 0;) {
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        bench_die("read");
+      total += (uint64_t)n;
+    }
+    printf("raw_bytes=%llu\n", (unsigned long long)total);
+    g_free(rbuf);
+    close(fd);
+    return 0;
   }
   st.flows = g_hash_table_new_full(key_hash, key_equal, g_free, g_free);
   bool partial = false;

@@ -9,6 +9,9 @@
  * reading half pauses.  Default: recv/send through one 256 KiB buffer (the copy loop udsdump uses).
  * --splice: socket -> pipe -> socket with splice(2), no byte in user space.  That mode LOSES passed
  * descriptors (the kernel drops SCM_RIGHTS on splice), which is why it exists only here, to measure.
+ * --tee FIFO (with --splice): also tee(2) every batch, as it is, into FIFO (no framing, no headers;
+ * what FIFO cannot take at once is not waited for): the least a relay that hands a capture reader a
+ * copy of the bytes can cost, to tell the capture's own price from udsdump's.
  */
 #include "bench.h"
 
@@ -43,6 +46,7 @@ struct Conn {
 
 static int epfd;
 static bool use_splice;
+static int tee_fd = -1;              /* --tee */
 static uint8_t *scratch;
 static Conn *dead;   /* closed during this epoll batch, freed after it: later events may point here */
 
@@ -122,6 +126,8 @@ static bool on_read(Half *h)
   ssize_t n;
   if (use_splice) {
     n = splice(h->fd, NULL, o->pipe[1], NULL, PIPE_SIZE, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n > 0 && tee_fd >= 0 && o->inpipe == 0)
+      (void)tee(o->pipe[0], tee_fd, (size_t)n, SPLICE_F_NONBLOCK);   /* from the pipe's head: this batch */
     if (n > 0)
       o->inpipe += (size_t)n;
   } else {
@@ -203,10 +209,17 @@ static void on_accept(int lfd, const char *upstream)
 int main(int argc, char **argv)
 {
   int a = 1;
-  if (argc > 1 && strcmp(argv[1], "--splice") == 0)
+  if (argc > a && strcmp(argv[a], "--splice") == 0)
     use_splice = true, a++;
+  if (use_splice && argc > a + 1 && strcmp(argv[a], "--tee") == 0) {
+    tee_fd = open(argv[a + 1], O_WRONLY | O_CLOEXEC);
+    if (tee_fd < 0)
+      bench_die(argv[a + 1]);
+    fcntl(tee_fd, F_SETPIPE_SZ, PIPE_SIZE);
+    a += 2;
+  }
   if (argc - a != 2) {
-    fprintf(stderr, "usage: udsbench-relay [--splice] LISTEN_PATH UPSTREAM_PATH\n");
+    fprintf(stderr, "usage: udsbench-relay [--splice [--tee FIFO]] LISTEN_PATH UPSTREAM_PATH\n");
     return 2;
   }
   const char *path = argv[a], *upstream = argv[a + 1];

@@ -6,6 +6,8 @@ Measures, side by side in one run, Unix stream sockets reached several ways:
   floor-splice  bench/relay-floor.c --splice: a minimal splice relay (socket -> pipe -> socket, epoll,
                 no capture): the reference every ratio is taken against
   floor         the same relay copying through a buffer (recv/send)
+  floor-tee     the minimal splice relay that also tee(2)s every batch into a FIFO read by the fast
+                reader's raw mode: what handing a reader a copy of the bytes costs, with no framing
   udsdump       `udsdump --capture --extcap-interface unix:PATH --fifo -` interposed on that socket, its
                 pcap read by udsbench-pcapcount (a fast reader that counts what the pcap holds)
   udsdump-ll    the same with --lossless (back-pressure instead of drops)
@@ -26,9 +28,9 @@ bytes the client and the server sent, with no DROP metadata frame.  Then the rea
 rates (BENCH_RATES), udsdump's RSS idle and with BENCH_HOLD_N idle connections, and `udsdump
 --extcap-interfaces` with BENCH_LISTENERS listening sockets (bench/discover's program when built).
 
-Knobs (environment): BENCH_ROUNDS (3), BENCH_BULK_MB (400), BENCH_RECIPE_MB (200: the socat recipe),
+Knobs (environment): BENCH_ROUNDS (5), BENCH_BULK_MB (400), BENCH_RECIPE_MB (200: the socat recipe),
 BENCH_SLOW_BULK_MB (64: socat -x -v), BENCH_WRITES (4096,16384,65536,1048576), BENCH_SERVERS
-(epoll,threads), BENCH_PATHS (bulk: direct,floor-splice,floor,udsdump,udsdump-ll,dumpcap,recipe),
+(epoll,threads), BENCH_PATHS (bulk: direct,floor-splice,floor,floor-tee,udsdump,udsdump-ll,dumpcap,recipe),
 BENCH_LAT_PATHS (round trip and connection: direct,floor-splice,floor,udsdump,udsdump-ll,recipe),
 BENCH_RATES (100,200,400,800,1600,0: MB/s for the paced dumpcap runs, 0 = unpaced; empty: none),
 BENCH_RATE_SECS (2: length of a paced run), BENCH_RTT_N (20000), BENCH_CONN_N (5000), BENCH_FORK_CONN_N
@@ -77,7 +79,7 @@ def env_int(name, default):
 
 
 BUILD = os.environ.get("BENCH_BUILD", os.path.join(SRC, "build-bench"))
-ROUNDS = env_int("BENCH_ROUNDS", 3)
+ROUNDS = env_int("BENCH_ROUNDS", 5)
 BULK = env_int("BENCH_BULK_MB", 400) * 1000 * 1000
 RECIPE_BULK = env_int("BENCH_RECIPE_MB", 200) * 1000 * 1000
 SLOW_BULK = env_int("BENCH_SLOW_BULK_MB", 64) * 1000 * 1000
@@ -99,9 +101,9 @@ def env_list(name, default):
     return [x for x in os.environ.get(name, default).split(",") if x.strip()]
 
 
-ALL_PATHS = ["direct", "floor-splice", "floor", "udsdump", "udsdump-ll", "udsdump-snap", "dumpcap", "dumpcap-ll",
+ALL_PATHS = ["direct", "floor-splice", "floor", "floor-tee", "udsdump", "udsdump-ll", "udsdump-snap", "dumpcap", "dumpcap-ll",
              "recipe", "socat-v"]
-PATHS = env_list("BENCH_PATHS", "direct,floor-splice,floor,udsdump,udsdump-ll,dumpcap,recipe")
+PATHS = env_list("BENCH_PATHS", "direct,floor-splice,floor,floor-tee,udsdump,udsdump-ll,dumpcap,recipe")
 LAT_PATHS = env_list("BENCH_LAT_PATHS", "direct,floor-splice,floor,udsdump,udsdump-ll,recipe")
 TESTS = env_list("BENCH_TESTS", "bulk,rtt,conn")
 LAT_TESTS = [t for t in TESTS if t in ("rtt", "conn")]
@@ -116,6 +118,7 @@ LABEL = {
     "direct": "direct",
     "floor": "minimal copy relay",
     "floor-splice": "minimal splice relay (reference)",
+    "floor-tee": "minimal capturing relay",
     "udsdump": "udsdump",
     "udsdump-ll": "udsdump --lossless",
     "udsdump-snap": "udsdump --snaplen 128",
@@ -519,26 +522,44 @@ class Dumpcap:
 
 
 class Floor:
-    """bench/relay-floor.c between the client and a server: what any relay costs here."""
+    """bench/relay-floor.c between the client and a server: what any relay costs here.  With tee, it
+    also tees every batch into a FIFO read by the fast reader's raw mode (the same 1 MiB reads): what
+    handing a capture reader a copy costs by itself, without framing or any check."""
 
-    def __init__(self, env, splice, sock=None):
-        self.env, self.splice = env, splice
+    def __init__(self, env, splice, sock=None, tee=False):
+        self.env, self.splice, self.tee = env, splice, tee
         self.upstream = sock or env.sock
         self.path = os.path.join(env.tmp, "floor.sock")
+        self.fifo = os.path.join(env.tmp, "floor.tee")
+        self.reader = None
 
     def __enter__(self):
-        self.p = spawn([FLOOR] + (["--splice"] if self.splice else []) + [self.path, self.upstream],
+        tee = []
+        if self.tee:
+            os.mkfifo(self.fifo, 0o600)
+            self.reader = spawn([PCAPCOUNT, "--raw", self.fifo], stdout=subprocess.PIPE)
+            tee = ["--tee", self.fifo]
+        self.p = spawn([FLOOR] + (["--splice"] if self.splice else []) + tee + [self.path, self.upstream],
                        stdout=subprocess.PIPE)
         if read_line(self.p, 10, "udsbench-relay") != "ready":
             raise BenchError("udsbench-relay did not start")
         return self
 
-    def __exit__(self, *exc):
+    def teed(self):
+        """Stops the relay and returns the bytes its reader got."""
         stop(self.p)
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        line = read_line(self.reader, 15, "raw reader summary")
+        return int(kv(line)["raw_bytes"])
+
+    def __exit__(self, *exc):
+        for p in (self.p, self.reader):
+            if p is not None and p in PROCS:
+                stop(p)
+        for f in (self.path, self.fifo):
+            try:
+                os.unlink(f)
+            except FileNotFoundError:
+                pass
 
 
 class Socat:
@@ -652,7 +673,7 @@ def capture_run(env, path_name, test, n, sock, write=None, rate=0, server=None):
 
 def relay_for(env, path_name, sock):
     if path_name.startswith("floor"):
-        return Floor(env, path_name == "floor-splice", sock)
+        return Floor(env, path_name != "floor", sock, tee=path_name == "floor-tee")
     return Socat(env, path_name, sock)
 
 
@@ -674,7 +695,11 @@ def measure_bulk_cell(env, kind, write, results, notes, rnd):
         else:
             with relay_for(env, p, sock) as s:
                 relay = s.p.pid if p.startswith("floor") else None
-                r = counted(lambda: run_test("bulk", s.path, n, write), n, server, relay)
+                reader = s.reader.pid if p == "floor-tee" else None
+                r = counted(lambda: run_test("bulk", s.path, n, write), n, server, relay, reader)
+                if p == "floor-tee":
+                    # every byte teed: what it could not tee at once it did not wait for (reported)
+                    r["teed"] = s.teed() / sum(expected_capture("bulk", n))
         r["others"] = load.cpus()
         results[(kind, write)][p].append(r)
 
@@ -802,6 +827,20 @@ def machine():
 REF = "floor-splice"   # the reference ratio: the minimal splice relay
 
 
+def cpu_total(rs):
+    """Median over the runs of the CPU seconds per GB of every process on the path."""
+    runs = [r for r in rs if "cpu" in r]
+    return statistics.median(sum(r["cpu"].values()) for r in runs) if runs else None
+
+
+def cpu_ceiling(rs, ref):
+    """The ratio a path could reach if the CPUs were the limit: the reference path's CPU per GB over
+    this one's (both paths' client, server, relay and capture reader).  When every CPU is busy,
+    throughput goes as the inverse of that cost; below that, the rest is waiting."""
+    a, b = cpu_total(rs), cpu_total(ref)
+    return f" (CPU-bound ceiling {b / a:.2f}×)" if a and b else ""
+
+
 def report(bulk, lat, rates, mem, disc, elapsed, others, waited):
     out = []
     BP = [p for p in ALL_PATHS if p in PATHS]
@@ -832,6 +871,8 @@ def report(bulk, lat, rates, mem, disc, elapsed, others, waited):
                     c = num(v, ".0f")
                     if p != ref and v is not None and rs[ref]:
                         c += f" ({round_ratio(rs[p], rs[ref]):.2f}×)"
+                    if p == "floor-tee" and rs[p]:
+                        c += f", {100 * statistics.median(r['teed'] for r in rs[p]):.0f} % teed"
                     if p.startswith("dumpcap") and rs[p]:
                         got = statistics.median(1 - r["lost"] / r["sent"] for r in rs[p])
                         c += f", {100 * got:.0f} % captured"
@@ -852,7 +893,7 @@ def report(bulk, lat, rates, mem, disc, elapsed, others, waited):
                 out.append(f"{LABEL[p]}: udsdump CPU {gb:.2f} s per GB (median over the matrix), "
                            f"peak RSS {max(r['hwm_kib'] or 0 for r in rs) / 1024:.1f} MiB.")
         out.append("")
-        cp = [p for p in cols if p in ("direct", "floor-splice", "floor", "udsdump", "udsdump-ll", "dumpcap")]
+        cp = [p for p in cols if p in ("direct", "floor-splice", "floor", "floor-tee", "udsdump", "udsdump-ll", "dumpcap")]
         out.append(f"Where the time goes: CPU seconds per GB moved, {SERVERS[0]} server (medians of the rounds; "
                    f"client + server + relay (udsdump) + capture reader (dumpcap under tshark -w) = total):")
         out.append("")
@@ -938,8 +979,8 @@ def report(bulk, lat, rates, mem, disc, elapsed, others, waited):
                     x = round_ratio(rs[p], rs[REF])
                     complete = all(r["capture_ok"] for r in rs[p])
                     target(f"{LABEL[p]} ≥ 0.9× the minimal splice relay, {kind} server, {human(w)} writes, "
-                           f"capture complete", f"{x:.2f}×, {sum(r['capture_ok'] for r in rs[p])}/{len(rs[p])} complete",
-                           x >= 0.9 and complete)
+                           f"capture complete", f"{x:.2f}×, {sum(r['capture_ok'] for r in rs[p])}/{len(rs[p])} complete"
+                           + cpu_ceiling(rs[p], rs[REF]), x >= 0.9 and complete)
         if "recipe" in PATHS and "udsdump" in PATHS:
             xs = [(kind, w, round_ratio(bulk[(kind, w)]["udsdump"], bulk[(kind, w)]["recipe"]))
                   for kind in SERVERS for w in WRITES if w >= 16 * 1024]
