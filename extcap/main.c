@@ -388,6 +388,10 @@ int main(int argc, char **argv)
         release_fifo(&partial);
     return 1;
   }
+  /* Capability mode: observe mode's capabilities serve an observe-mode capture only, which needs no
+   * other but the listing's (no relay, no guardian, no interposing). */
+  gboolean observing = o.action == UDS_ACTION_CAPTURE && o.mode == UDS_MODE_OBSERVE;
+  uds_priv_keep_only(observing ? UDS_PRIV_OBSERVE | UDS_PRIV_LIST : UDS_PRIV_ALL);
   UdsLogLevel level = UDS_LOG_MESSAGE;
   if (o.log_level)
     uds_log_level_parse(o.log_level, &level);

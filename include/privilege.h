@@ -32,9 +32,14 @@ typedef guint64 UdsCaps;
 #define UDS_PRIV_GUARD (UDS_CAP(CAP_DAC_OVERRIDE) | UDS_CAP(CAP_FOWNER))
 /* What the group install grants (the install script's setcap list is the same set). */
 #define UDS_PRIV_ALL (UDS_PRIV_SWAP | UDS_PRIV_LIST | UDS_PRIV_IDENTITY)
+/* Observe mode (observe.c), granted only when the administrator asks for it (meson
+ * -Dcapture_group_observe=true: the install script adds these two): create the maps, load the BTF and the
+ * programs, attach them (CAP_BPF); programs of a tracing type that read what any process sends
+ * (CAP_PERFMON).  Close to root: such a program may read any process's memory. */
+#define UDS_PRIV_OBSERVE (UDS_CAP(CAP_BPF) | UDS_CAP(CAP_PERFMON))
 
 /* First thing in main().  In capability mode: effective, inheritable and ambient sets emptied,
- * permitted cut to UDS_PRIV_ALL, keep-caps set (see privilege.c), every descriptor above 2 closed and
+ * permitted cut to UDS_PRIV_ALL | UDS_PRIV_OBSERVE, keep-caps set (see privilege.c), every descriptor above 2 closed and
  * the environment emptied, so nothing inherited steers a privileged operation. */
 void uds_priv_init(void);
 /* TRUE in capability mode. */
@@ -45,7 +50,8 @@ gboolean uds_priv_has(UdsCaps caps);
  * Outside capability mode both do nothing. */
 UdsCaps uds_priv_raise(UdsCaps caps);
 void uds_priv_restore(UdsCaps previous);
-/* In a forked child: keeps only caps, permitted and effective (no-op outside capability mode). */
+/* Keeps only caps, permitted and effective (no-op outside capability mode): in a forked child, and once
+ * the options say what this run does (main.c). */
 void uds_priv_keep_only(UdsCaps caps);
 /* In the forked guardian: becomes uid 0 (so the user who started the capture cannot signal it away
  * before it has put PATH back) with only UDS_PRIV_GUARD.  Plain syscalls only. */
@@ -55,3 +61,8 @@ void uds_priv_become_guardian(void);
 void uds_priv_delegate(char **argv);
 /* "" or "; members of group G may capture it ...: you are not one" for a refusal for lack of rights. */
 const char *uds_priv_refusal_hint(void);
+/* The same for observe mode: said only when the group install grants observe mode. */
+const char *uds_priv_observe_hint(void);
+/* Capability mode without UDS_PRIV_OBSERVE: the one line saying the administrator has not granted
+ * observe mode to the group, and how to. */
+const char *uds_priv_observe_not_granted(void);

@@ -31,6 +31,13 @@
  *
  * Output.  The capture fd is written as the relay writes it: at once when enough is queued, else
  * CAPTURE_FLUSH_MS after the first byte, and watched for writability only while the reader is behind.
+ *
+ * Privilege.  In the group install's capability mode (privilege.h), observe mode runs only where the
+ * administrator granted UDS_PRIV_OBSERVE; those two capabilities are effective only while the programs
+ * are loaded and attached, and CAP_BPF alone for the few bpf() calls after that (the ring's set-up, the
+ * offsets map at a connection's end: kernels before 6.5 refuse every bpf() command without it when
+ * kernel.unprivileged_bpf_disabled is set, as Debian sets it).  Other users' /proc entries (who holds a
+ * client end, what a passed descriptor is) are read with UDS_PRIV_LIST, as the listing reads them.
  */
 #include "observe.h"
 
@@ -38,6 +45,7 @@
 #include "log.h"
 #include "observe.skel.h"
 #include "peer.h"
+#include "privilege.h"
 
 #include <linux/types.h>
 #include "observe-event.h"
@@ -162,8 +170,11 @@ static gboolean find_target(UdsObserve *o, struct observe_bpf *skel, GError **er
     memcpy((char *)skel->rodata->target_name + 1, o->name + 1, n - 1);
   } else {
     struct stat st;
-    if (lstat(o->name, &st) != 0) {
-      g_set_error(error, UDS_ERROR, UDS_ERROR_INVALID, "%s: %s", o->name, g_strerror(errno));
+    UdsCaps was = uds_priv_raise(UDS_PRIV_LIST);   /* a socket in a folder the user cannot search */
+    int r = lstat(o->name, &st), e = errno;
+    uds_priv_restore(was);
+    if (r != 0) {
+      g_set_error(error, UDS_ERROR, UDS_ERROR_INVALID, "%s: %s", o->name, g_strerror(e));
       return FALSE;
     }
     if (!S_ISSOCK(st.st_mode)) {
@@ -191,10 +202,14 @@ static gboolean find_target(UdsObserve *o, struct observe_bpf *skel, GError **er
 
 UdsObserve *uds_observe_start(const char *name, GError **error)
 {
-  if (!have_caps()) {
+  if (uds_priv_capability_mode() && !uds_priv_has(UDS_PRIV_OBSERVE)) {
+    g_set_error(error, UDS_ERROR, UDS_ERROR_REFUSED, "%s", uds_priv_observe_not_granted());
+    return NULL;
+  }
+  if (!uds_priv_capability_mode() && !have_caps()) {
     g_set_error(error, UDS_ERROR, UDS_ERROR_REFUSED,
-                "observe mode needs root or the CAP_BPF and CAP_PERFMON capabilities (uid %u has neither)",
-                (guint)geteuid());
+                "observe mode needs root or the CAP_BPF and CAP_PERFMON capabilities (uid %u has neither)%s",
+                (guint)geteuid(), uds_priv_observe_hint());
     return NULL;
   }
   if (access(BTF_PATH, R_OK) != 0) {
@@ -215,7 +230,10 @@ UdsObserve *uds_observe_start(const char *name, GError **error)
     g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "cannot open the observe program: %s", g_strerror(-err));
   } else if (find_target(o, o->skel, error)) {
     o->skel->rodata->self_tgid = (__u32)getpid();
+    UdsCaps was = uds_priv_raise(UDS_PRIV_OBSERVE);
     err = observe_bpf__load(o->skel);
+    int attach_err = err ? 0 : observe_bpf__attach(o->skel);
+    uds_priv_restore(was);
     if (err && strstr(libbpf_log->str, "BEGIN PROG LOAD LOG")) {
       g_autofree char *why = verifier_reason(libbpf_log->str);
       g_set_error(error, UDS_ERROR, UDS_ERROR_REFUSED, "the kernel's BPF verifier rejected the observe program: %s", why);
@@ -225,7 +243,7 @@ UdsObserve *uds_observe_start(const char *name, GError **error)
                   "or a security module forbids it", g_strerror(-err));
     } else if (err) {
       g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "cannot load the observe program: %s", g_strerror(-err));
-    } else if ((err = observe_bpf__attach(o->skel)) != 0) {
+    } else if ((err = attach_err) != 0) {
       g_set_error(error, UDS_ERROR, UDS_ERROR_REFUSED, "the kernel refused to attach to the syscall tracepoints: %s",
                   g_strerror(-err));
     }
@@ -275,7 +293,7 @@ void uds_observe_free(UdsObserve *o)
 
 /* The process holding socket inode ino (the lowest pid that does), with its identity.  Only for a
  * connection whose server spoke first; otherwise the client's first record names it. */
-static gboolean owner_of(guint64 ino, UdsPeer *peer)
+static gboolean find_owner(guint64 ino, UdsPeer *peer)
 {
   char want[64], link[64], path[PATH_MAX];
   int wn = snprintf(want, sizeof want, "socket:[%" G_GUINT64_FORMAT "]", ino);
@@ -318,9 +336,18 @@ static gboolean owner_of(guint64 ino, UdsPeer *peer)
   return found;
 }
 
+/* Other users' /proc/PID/fd are read as the listing reads them (UDS_PRIV_LIST in capability mode). */
+static gboolean owner_of(guint64 ino, UdsPeer *peer)
+{
+  UdsCaps was = uds_priv_raise(UDS_PRIV_LIST);
+  gboolean found = find_owner(ino, peer);
+  uds_priv_restore(was);
+  return found;
+}
+
 /* What a passed descriptor is, from the sender's /proc (it still holds it while sendmsg returns; by
  * the time we look it may not: then only its number is known). */
-static char *describe_fd(pid_t pid, int fd)
+static char *describe_fd_of(pid_t pid, int fd)
 {
   char proc[64], link[PATH_MAX];
   snprintf(proc, sizeof proc, "/proc/%d/fd/%d", (int)pid, fd);
@@ -332,6 +359,14 @@ static char *describe_fd(pid_t pid, int fd)
     return g_strdup_printf("socket %s", link + 7);
   struct stat st;
   return uds_describe_fd_link(link, stat(proc, &st) == 0 && S_ISDIR(st.st_mode));
+}
+
+static char *describe_fd(pid_t pid, int fd)
+{
+  UdsCaps was = uds_priv_raise(UDS_PRIV_LIST);
+  char *desc = describe_fd_of(pid, fd);
+  uds_priv_restore(was);
+  return desc;
 }
 
 /* ---- records -> capture events ---- */
@@ -539,9 +574,13 @@ static guint64 kernel_tail_loss(UdsObserve *o, ObsConn *c, int dir)
   struct { __u64 conn, dir; } key = { c->conn, (__u64)dir };
   __u64 sent = 0;
   int fd = bpf_map__fd(o->skel->maps.offsets);
-  if (bpf_map_lookup_elem(fd, &key, &sent) != 0)
+  UdsCaps was = uds_priv_raise(UDS_CAP(CAP_BPF));
+  int r = bpf_map_lookup_elem(fd, &key, &sent);
+  if (r == 0)
+    bpf_map_delete_elem(fd, &key);
+  uds_priv_restore(was);
+  if (r != 0)
     return 0;
-  bpf_map_delete_elem(fd, &key);
   return sent > c->next_off[dir] ? sent - c->next_off[dir] : 0;
 }
 
@@ -659,7 +698,11 @@ static gboolean loop_setup(UdsObserve *o, GError **error)
   o->flushfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   o->tickfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   o->drainfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  UdsCaps was = uds_priv_raise(UDS_CAP(CAP_BPF));
   o->ring = ring_buffer__new(bpf_map__fd(o->skel->maps.events), on_record, o, NULL);
+  int ring_errno = errno;
+  uds_priv_restore(was);
+  errno = ring_errno;
   if (o->sigfd < 0 || o->epfd < 0 || o->flushfd < 0 || o->tickfd < 0 || o->drainfd < 0 || !o->ring) {
     g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "observe: cannot set up the event loop: %s", g_strerror(errno));
     return FALSE;

@@ -69,7 +69,7 @@ void uds_priv_init(void)
   if (geteuid() == 0 || caps_get(NULL, &perm) < 0 || perm == 0)
     return;
   cap_mode = TRUE;
-  permitted = perm & UDS_PRIV_ALL;
+  permitted = perm & (UDS_PRIV_ALL | UDS_PRIV_OBSERVE);
   /* A failure here leaves more than we want: refuse to run rather than run with it. */
   if (caps_set(0, permitted) < 0 || prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 ||
       prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) {
@@ -171,4 +171,24 @@ const char *uds_priv_refusal_hint(void)
     return "; members of group " UDSDUMP_CAPTURE_GROUP " may capture it (udsdump's group install): you are not one";
 #endif
   return "";
+}
+
+const char *uds_priv_observe_hint(void)
+{
+#if defined(UDSDUMP_CAPTURE_HELPER) && UDSDUMP_CAPTURE_OBSERVE
+  if (not_member)
+    return "; members of group " UDSDUMP_CAPTURE_GROUP " may observe (udsdump's group install): you are not one";
+#endif
+  return "";
+}
+
+const char *uds_priv_observe_not_granted(void)
+{
+#ifdef UDSDUMP_CAPTURE_GROUP
+  return "observe mode is not enabled for group " UDSDUMP_CAPTURE_GROUP ": the administrator has not granted its "
+         "capabilities (CAP_BPF, CAP_PERFMON: close to root's); to grant them: meson setup -Dcapture_group="
+         UDSDUMP_CAPTURE_GROUP " -Dcapture_group_observe=true, then meson install";
+#else
+  return "observe mode needs CAP_BPF and CAP_PERFMON, which this udsdump's file capabilities do not include";
+#endif
 }
