@@ -127,8 +127,17 @@ typedef struct Half {
   struct ucred creds;
   gboolean pending_piped;   /* the pending bytes wait in the relay's pipe, not in `pending` */
   gboolean quiet;           /* the last copy read was short: no bulk to splice, skip the probe */
-  int fdinfo;               /* /proc/self/fdinfo/<fd>, opened at the first probe; -1 */
 } Half;
+
+/* /proc/self/fdinfo/<n> files kept open for the zero-copy probe (queued_fds).  Such a file reads
+ * whatever descriptor n is at the time of the read, so one file serves any socket that gets number n;
+ * a few of them, reused round robin, serve the busy halves without an open() per probe, and the
+ * relay's descriptors stay two per connection (not four, as with one file per half). */
+#define RELAY_FDINFO_CACHE 4
+typedef struct {
+  int num;                  /* the descriptor it shows; -1: unused */
+  int fd;
+} FdinfoFile;
 
 struct Conn {
   Half client, server;
@@ -166,6 +175,8 @@ struct Relay {
   gid_t kernel_gid;
   gboolean privileged;
   int pipe[2];              /* zero copy: [0] read, [1] write */
+  FdinfoFile fdinfo[RELAY_FDINFO_CACHE];
+  guint fdinfo_next;        /* the entry a miss replaces */
   Half *pipe_owner;         /* whose pending bytes the pipe holds (then nobody else splices) */
   gboolean no_splice;       /* copy only: not a stream socket, no pipe, or the kernel cannot tell queued
                              * descriptors (no scm_fds) */
@@ -645,17 +656,49 @@ static gboolean half_read_done(Relay *r, Half *h, const struct timespec *ts)
 /* ---- zero copy (see the top of this file) ---- */
 
 /* Descriptors waiting in h's receive queue: 0, >0, or -1 when the kernel does not say. */
+static int fdinfo_file(Relay *r, int num)
+{
+  for (int i = 0; i < RELAY_FDINFO_CACHE; i++)
+    if (r->fdinfo[i].num == num)
+      return r->fdinfo[i].fd;
+  FdinfoFile *e = &r->fdinfo[r->fdinfo_next++ % RELAY_FDINFO_CACHE];
+  if (e->fd >= 0)
+    close(e->fd);
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/fdinfo/%d", num);
+  e->fd = open(path, O_RDONLY | O_CLOEXEC);
+  e->num = e->fd >= 0 ? num : -1;
+  return e->fd;
+}
+
+/* The socket numbered num is being closed: its file goes too, so that an idle relay holds none. */
+static void fdinfo_forget(Relay *r, int num)
+{
+  for (int i = 0; i < RELAY_FDINFO_CACHE; i++) {
+    if (r->fdinfo[i].num == num) {
+      close(r->fdinfo[i].fd);
+      r->fdinfo[i].fd = r->fdinfo[i].num = -1;
+    }
+  }
+}
+
+/* Closes the fdinfo files: at the end, and in a forked child (they show the parent's descriptors). */
+static void fdinfo_files_close(Relay *r)
+{
+  for (int i = 0; i < RELAY_FDINFO_CACHE; i++) {
+    if (r->fdinfo[i].fd >= 0)
+      close(r->fdinfo[i].fd);
+    r->fdinfo[i].fd = r->fdinfo[i].num = -1;
+  }
+}
+
 static int queued_fds(Relay *r, Half *h)
 {
-  if (h->fdinfo < 0) {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", h->fd);
-    h->fdinfo = open(path, O_RDONLY | O_CLOEXEC);
-    if (h->fdinfo < 0)
-      return -1;
-  }
+  int f = fdinfo_file(r, h->fd);
+  if (f < 0)
+    return -1;
   char buf[512];
-  ssize_t n = pread(h->fdinfo, buf, sizeof buf - 1, 0);
+  ssize_t n = pread(f, buf, sizeof buf - 1, 0);
   if (n <= 0)
     return -1;
   buf[n] = '\0';
@@ -952,12 +995,9 @@ static void relay_close(Relay *r, Conn *c, const char *why)
     if (h->fd >= 0) {
       if (h->mask != 0xffffffffu)
         epoll_ctl(r->epfd, EPOLL_CTL_DEL, h->fd, NULL);
+      fdinfo_forget(r, h->fd);
       close(h->fd);
       h->fd = -1;
-    }
-    if (h->fdinfo >= 0) {
-      close(h->fdinfo);
-      h->fdinfo = -1;
     }
   }
   conn_unlink(r, c);
@@ -984,7 +1024,6 @@ static void half_init(Half *h, Conn *c, Half *peer, int fd, int dir)
   h->fd = fd;
   h->dir = dir;
   h->mask = 0xffffffffu;   /* not registered yet */
-  h->fdinfo = -1;
   h->quiet = TRUE;          /* most connections never carry bulk: the first read does not probe */
 }
 
@@ -1850,13 +1889,8 @@ static gboolean hand_over_to_drain(Relay *r)
   uds_priv_keep_only(UDS_PRIV_IDENTITY);
   /* /proc/self of the parent: this process must open its own.  (The pipe is empty between reads;
    * the parent, which shares it, no longer uses it.) */
+  fdinfo_files_close(r);
   for (Conn *c = r->conns; c; c = c->next) {
-    for (int i = 0; i < 2; i++) {
-      Half *h = i ? &c->server : &c->client;
-      if (h->fdinfo >= 0)
-        close(h->fdinfo);
-      h->fdinfo = -1;
-    }
     c->flow.captured = FALSE;
     c->client.mask = c->server.mask = 0xffffffffu;
     half_update(r, &c->client);
@@ -1882,6 +1916,7 @@ static void relay_release(Relay *r)
   for (int i = 0; i < 2; i++)
     if (r->pipe[i] >= 0)
       close(r->pipe[i]);
+  fdinfo_files_close(r);
   g_free(r->buf);
   g_free(r->stop_reason);
 }
@@ -1909,6 +1944,8 @@ gboolean uds_relay_run(const UdsRelayConfig *cfg, UdsRelayStats *stats, GError *
   r->kernel_gid = getgid();
   r->privileged = uds_priv_has(UDS_PRIV_IDENTITY);
   r->pipe[0] = r->pipe[1] = -1;
+  for (int i = 0; i < RELAY_FDINFO_CACHE; i++)
+    r->fdinfo[i].fd = r->fdinfo[i].num = -1;
   r->no_splice = TRUE;
   r->buf = g_malloc(MAX(RELAY_CHUNK, DGRAM_MAX));
   r->dgram_flows = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, dgram_flow_free);
