@@ -161,11 +161,25 @@ class UdsTestCase(unittest.TestCase):
             for f in (p.stdout, p.stderr, p.stdin):
                 if f:
                     f.close()
+        if self._failed():
+            # A failed test's udsdump log goes with its report: a failure seen once (a loaded CI machine)
+            # can be read, not only rerun.
+            log = os.path.join(self.logdir, "udsdump.log")
+            if os.path.exists(log):
+                with open(log, errors="replace") as f:
+                    tail = f.readlines()[-80:]
+                sys.stderr.write("---- udsdump.log (last %d lines) ----\n%s---- end of udsdump.log ----\n"
+                                 % (len(tail), "".join(tail)))
         shutil.rmtree(self.tmp, ignore_errors=True)
         shutil.rmtree(self.logdir, ignore_errors=True)
         if self.shared:
             shutil.rmtree(self.shared, ignore_errors=True)
         signal.alarm(0)
+
+    def _failed(self):
+        """Whether this test has failed so far (for tearDown: unittest records it before)."""
+        result = getattr(getattr(self, "_outcome", None), "result", None)
+        return result is not None and any(t is self for t, _ in result.failures + result.errors)
 
     def for_others(self, path):
         """A copy of a program or script that other users may run: the checkout may sit where only
