@@ -32,7 +32,6 @@
  * state is task storage (one pointer lookup, freed with the thread, never full), not a hash map keyed
  * by thread that every syscall's exit would search.
  */
- */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
