@@ -17,15 +17,12 @@ enum {
   UDS_OBS_F_WAIT = 2,              /* the other direction had a call in progress, begun earlier */
 };
 
-/* The kernel's count per connection and direction (map "streams"). */
-struct uds_obs_stream_key {
-  __u64 conn, dir;
-};
-
+/* The kernel's counts per connection (map "streams", keyed by the connection's client end inode),
+ * both directions in one entry: a send's exit looks up one entry, not one per direction. */
 struct uds_obs_stream {
-  __u64 off;         /* bytes sent so far: the offset the next record will have */
-  __u64 inflight;    /* send calls in progress */
-  __u64 since;       /* when the oldest of them began (at least as early; bpf_ktime_get_ns) */
+  __u64 off[2];      /* bytes sent so far per direction: the offset the next record will have */
+  __u64 inflight[2]; /* send calls in progress per direction */
+  __u64 since[2];    /* when the oldest of them began (at least as early; bpf_ktime_get_ns) */
 };
 
 struct uds_obs_event {

@@ -679,11 +679,12 @@ static gboolean wait_over(UdsObserve *o, const struct uds_obs_event *e, guint64 
 {
   if (!(e->flags & UDS_OBS_F_WAIT) || e->ts_ns + REORDER_NS <= now || o->held_bytes > REORDER_MAX_BYTES)
     return TRUE;
-  struct uds_obs_stream_key key = { e->conn, (__u64)!e->dir };
+  __u64 key = e->conn;
   struct uds_obs_stream st;
   if (bpf_map_lookup_elem(bpf_map__fd(o->skel->maps.streams), &key, &st) != 0)
     return TRUE;
-  return st.inflight == 0 || st.since > e->ts_ns;
+  int other = !e->dir;
+  return st.inflight[other] == 0 || st.since[other] > e->ts_ns;
 }
 
 /* Writes, in the order their calls began, the held records of every connection whose waits are over
@@ -733,25 +734,28 @@ static int held_timeout_ms(UdsObserve *o)
   return o->held->len ? HELD_POLL_MS : -1;
 }
 
-/* Bytes the kernel counted for conn/dir that never arrived (the last records of a connection). */
-static guint64 kernel_tail_loss(UdsObserve *o, ObsConn *c, int dir)
+/* Bytes the kernel counted per direction of c that never arrived (the last records of a connection). */
+static void kernel_tail_loss(UdsObserve *o, ObsConn *c, guint64 lost[2])
 {
-  struct uds_obs_stream_key key = { c->conn, (__u64)dir };
+  __u64 key = c->conn;
   struct uds_obs_stream st;
   int fd = bpf_map__fd(o->skel->maps.streams);
+  lost[0] = lost[1] = 0;
   if (bpf_map_lookup_elem(fd, &key, &st) != 0)
-    return 0;
+    return;
   bpf_map_delete_elem(fd, &key);
-  return st.off > c->next_off[dir] ? st.off - c->next_off[dir] : 0;
+  for (int d = 0; d < 2; d++)
+    lost[d] = st.off[d] > c->next_off[d] ? st.off[d] - c->next_off[d] : 0;
 }
 
 static void conn_end(UdsObserve *o, ObsConn *c, const struct timespec *ts)
 {
+  guint64 lost[2];
+  kernel_tail_loss(o, c, lost);
   for (int d = 0; d < 2; d++) {
-    guint64 lost = kernel_tail_loss(o, c, d);
-    if (lost) {
-      uds_capture_conn_lost(o->cap, &c->flow, d, (gsize)lost);
-      o->stats->lost_bytes += lost;
+    if (lost[d]) {
+      uds_capture_conn_lost(o->cap, &c->flow, d, (gsize)lost[d]);
+      o->stats->lost_bytes += lost[d];
     }
   }
   uds_capture_conn_shutdown(o->cap, &c->flow, UDS_DIR_C2S, ts);
@@ -1065,10 +1069,11 @@ gboolean uds_observe_run(UdsObserve *o, UdsCapture *cap, UdsObserveStats *stats,
   g_hash_table_iter_init(&it, o->conns);
   while (o->skel && g_hash_table_iter_next(&it, NULL, &value)) {
     ObsConn *c = value;
+    guint64 lost[2];
+    kernel_tail_loss(o, c, lost);
     for (int d = 0; d < 2; d++) {
-      guint64 lost = kernel_tail_loss(o, c, d);
-      uds_capture_conn_lost(cap, &c->flow, d, (gsize)lost);
-      o->stats->lost_bytes += lost;
+      uds_capture_conn_lost(cap, &c->flow, d, (gsize)lost[d]);
+      o->stats->lost_bytes += lost[d];
     }
     uds_capture_conn_report_drops(cap, &c->flow, &now);
   }

@@ -116,7 +116,7 @@ struct {
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
   __uint(max_entries, 65536);
-  __type(key, struct uds_obs_stream_key);
+  __type(key, __u64);
   __type(value, struct uds_obs_stream);
 } streams SEC(".maps");
 
@@ -218,18 +218,22 @@ int uds_enter(struct bpf_raw_tracepoint_args *ctx)
     return 0;
   /* This direction has a call in progress: records of the other direction from calls begun later
    * are marked, and wait for this one's in user space (see "Order" in src/observe.c). */
-  struct uds_obs_stream_key k = { .conn = conn, .dir = dir };
-  struct uds_obs_stream *st = bpf_map_lookup_elem(&streams, &k);
+  struct uds_obs_stream *st = bpf_map_lookup_elem(&streams, &conn);
   if (!st) {
     struct uds_obs_stream zero = {};
-    bpf_map_update_elem(&streams, &k, &zero, BPF_NOEXIST);
-    st = bpf_map_lookup_elem(&streams, &k);
+    bpf_map_update_elem(&streams, &conn, &zero, BPF_NOEXIST);
+    st = bpf_map_lookup_elem(&streams, &conn);
     if (!st)
       return 0;
   }
   __u64 ts = bpf_ktime_get_ns();
-  if (__sync_fetch_and_add(&st->inflight, 1) == 0)
-    st->since = ts;
+  if (dir) {   /* the index is a constant in each branch: the verifier checks a fixed offset */
+    if (__sync_fetch_and_add(&st->inflight[1], 1) == 0)
+      st->since[1] = ts;
+  } else {
+    if (__sync_fetch_and_add(&st->inflight[0], 1) == 0)
+      st->since[0] = ts;
+  }
   c->active = 1;
   c->nr = (__u32)nr;
   c->arg = REG_ARG2(regs);
@@ -339,9 +343,10 @@ static __always_inline void emit_control(struct walk *w, const struct user_msghd
 /* Claims `bytes` of the stream: the offset the first of them has. */
 static __always_inline __u64 claim(struct walk *w, __u64 bytes)
 {
-  struct uds_obs_stream_key k = { .conn = w->conn, .dir = w->dir };
-  struct uds_obs_stream *st = bpf_map_lookup_elem(&streams, &k);
-  return st ? __sync_fetch_and_add(&st->off, bytes) : 0;
+  struct uds_obs_stream *st = bpf_map_lookup_elem(&streams, &w->conn);
+  if (!st)
+    return 0;
+  return w->dir ? __sync_fetch_and_add(&st->off[1], bytes) : __sync_fetch_and_add(&st->off[0], bytes);
 }
 
 static __always_inline void start_msg(struct walk *w, const struct user_msghdr *m, __u64 sent)
@@ -394,12 +399,14 @@ static long step(__u32 i, void *ctx)
 }
 
 /* Ends the call: its records are in the ring before its direction stops counting it as in progress. */
-static __always_inline void call_done(const struct walk *w)
+static __always_inline void call_done(const struct walk *w, struct uds_obs_stream *st)
 {
-  struct uds_obs_stream_key k = { .conn = w->conn, .dir = w->dir };
-  struct uds_obs_stream *st = bpf_map_lookup_elem(&streams, &k);
-  if (st)
-    __sync_fetch_and_add(&st->inflight, -1);
+  if (!st)
+    return;
+  if (w->dir)
+    __sync_fetch_and_add(&st->inflight[1], -1);
+  else
+    __sync_fetch_and_add(&st->inflight[0], -1);
 }
 
 SEC("raw_tracepoint/sys_exit")
@@ -413,19 +420,20 @@ int uds_exit(struct bpf_raw_tracepoint_args *ctx)
     return 0;
   c->active = 0;
   struct walk *w = &c->w;
+  struct uds_obs_stream *st = bpf_map_lookup_elem(&streams, &w->conn);
   long ret = (long)ctx->args[1];
-  if (ret <= 0)
+  if (ret <= 0 || !st)
     goto out;
 
   /* The other direction has a call in progress that began before this one: it may be what this call
    * answers, so this call's records wait for it in user space. */
-  struct uds_obs_stream_key ok = { .conn = w->conn, .dir = !w->dir };
-  struct uds_obs_stream *other = bpf_map_lookup_elem(&streams, &ok);
-  w->flags = other && other->inflight > 0 && other->since <= w->ts ? UDS_OBS_F_WAIT : 0;
+  __u64 other_n = w->dir ? st->inflight[0] : st->inflight[1];
+  __u64 other_since = w->dir ? st->since[0] : st->since[1];
+  w->flags = other_n > 0 && other_since <= w->ts ? UDS_OBS_F_WAIT : 0;
   if (c->nr == NR_WRITE || c->nr == NR_SENDTO) {
     w->seg_base = c->arg;
     w->seg_left = w->msg_left = (__u64)ret;
-    w->off = claim(w, (__u64)ret);
+    w->off = w->dir ? __sync_fetch_and_add(&st->off[1], (__u64)ret) : __sync_fetch_and_add(&st->off[0], (__u64)ret);
     if (ret <= UDS_OBS_SMALL) {   /* the common small send: one record, no loop */
       emit_small(w, (__u32)ret);
       goto out;
@@ -434,7 +442,7 @@ int uds_exit(struct bpf_raw_tracepoint_args *ctx)
     w->iov = c->arg;
     w->niov = c->count;
     w->msg_left = (__u64)ret;
-    w->off = claim(w, (__u64)ret);
+    w->off = w->dir ? __sync_fetch_and_add(&st->off[1], (__u64)ret) : __sync_fetch_and_add(&st->off[0], (__u64)ret);
   } else if (c->nr == NR_SENDMSG) {
     struct user_msghdr m;
     if (bpf_probe_read_user(&m, sizeof m, (const void *)c->arg))
@@ -447,6 +455,6 @@ int uds_exit(struct bpf_raw_tracepoint_args *ctx)
   struct step_ctx sc = { .w = w };
   bpf_loop(MAX_STEPS, step, &sc, 0);
 out:
-  call_done(w);
+  call_done(w, st);
   return 0;
 }
