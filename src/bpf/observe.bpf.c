@@ -245,14 +245,15 @@ int uds_enter(struct bpf_raw_tracepoint_args *ctx)
 static __always_inline void fill(struct uds_obs_event *e, const struct walk *w, __u16 kind)
 {
   __u64 id = bpf_get_current_pid_tgid();
-  __u64 ug = bpf_get_current_uid_gid();
+  /* the credentials' ids as bpf_get_current_uid_gid gives them (init namespace), by two loads */
+  const struct cred *cred = bpf_get_current_task_btf()->cred;
   e->ts_ns = w->ts;
   e->conn = w->conn;
   e->peer = w->peer;
   e->off = w->off;
   e->tgid = (__u32)(id >> 32);
-  e->uid = (__u32)ug;
-  e->gid = (__u32)(ug >> 32);
+  e->uid = cred->uid.val;
+  e->gid = cred->gid.val;
   e->len = 0;
   e->kind = kind;
   e->dir = (__u8)w->dir;
