@@ -131,7 +131,7 @@ struct UdsObserve {
   guint32 ring_mask;          /* events registered for the ring */
   gboolean flush_armed, cap_blocked, stop;
   gboolean final;             /* the last drain: everything goes into the capture */
-  /* payload on its way to the capture through a pipe (see "Payload") */
+  /* payload on its way to the capture through a pipe (see "Fast path") */
   int pipe[2], devnull;
   int diagfd;                 /* NETLINK_SOCK_DIAG: does a connection's client end still exist */
   guint32 diag_seq;
@@ -468,9 +468,6 @@ static void pipe_discard(UdsObserve *o, gsize n)
   }
 }
 
-/* Hands the pipe's bytes (one call's) to the capture, as the relay hands it spliced bytes: by page
- * reference (tee) into its staging pipe.  When that pipe is full (the reader is behind), the rest stays
- * here: FALSE, and nothing more is taken from the ring until it has gone (pipe_stuck). */
 /* The pipe's bytes by memory, into the capture's queue (past its bound if need be). */
 static void pipe_drain_stuck(UdsObserve *o)
 {
@@ -493,6 +490,9 @@ static void pipe_drain_stuck(UdsObserve *o)
   o->pipe_stuck = FALSE;
 }
 
+/* Hands the pipe's bytes (one call's) to the capture, as the relay hands it spliced bytes: by page
+ * reference (tee) into its staging pipe.  When that pipe is full (the reader is behind), the rest stays
+ * here: FALSE, and nothing more is taken from the ring until it has gone (pipe_stuck). */
 static gboolean pipe_flush(UdsObserve *o)
 {
   if (o->pend_len == 0)
@@ -518,19 +518,33 @@ static gboolean pipe_continues(UdsObserve *o, const ObsConn *c, const struct uds
          o->pend_tgid == e->tgid && o->pend_end == e->off;
 }
 
-/* Copies a stream record's bytes out of the ring into the pipe; FALSE: they must go by memory. */
+/* Whatever the pipe holds goes to the capture now: by reference if it has room, else by memory. */
+static void pipe_out(UdsObserve *o)
+{
+  if (!pipe_flush(o))
+    pipe_drain_stuck(o);
+}
+
+/* Copies a stream record's bytes out of the ring into the pipe; FALSE: they must go by memory (and
+ * what the pipe held has gone first). */
 static gboolean pipe_put(UdsObserve *o, ObsConn *c, const struct uds_obs_event *e)
 {
-  if (o->pipe[1] < 0 || (o->pend_len == 0 && e->len < PIPE_MIN_BYTES) || !uds_capture_can_tee(o->cap, &c->flow, e->dir))
+  if (o->pipe[1] < 0 || (o->pend_len == 0 && e->len < PIPE_MIN_BYTES))
     return FALSE;
-  if (o->pend_len + e->len > o->pipe_room && !pipe_flush(o))
-    return FALSE;   /* cannot happen: the ring is not read while the pipe is stuck */
+  if (!uds_capture_can_tee(o->cap, &c->flow, e->dir)) {
+    pipe_out(o);
+    return FALSE;
+  }
+  if (o->pend_len + e->len > o->pipe_room)
+    pipe_out(o);
   ssize_t k;
   do
     k = write(o->pipe[1], e->data, e->len);
   while (k < 0 && errno == EINTR);
-  if (k <= 0)
+  if (k <= 0) {   /* cannot happen (the pipe has room) */
+    pipe_out(o);
     return FALSE;
+  }
   if (o->pend_len == 0) {
     o->pend_conn = c;
     o->pend_dir = e->dir;
@@ -539,8 +553,8 @@ static gboolean pipe_put(UdsObserve *o, ObsConn *c, const struct uds_obs_event *
   }
   o->pend_len += (gsize)k;
   o->pend_end = e->off + (guint64)k;
-  if ((gsize)k < e->len) {   /* cannot happen (room was made); the rest by memory, after */
-    pipe_flush(o);
+  if ((gsize)k < e->len) {   /* cannot happen either; the rest by memory, after */
+    pipe_out(o);
     struct timespec ts;
     event_time(o, e->ts_ns, &ts);
     uds_capture_conn_data(o->cap, &c->flow, e->dir, e->data + k, e->len - (gsize)k, &ts);
@@ -551,8 +565,8 @@ static gboolean pipe_put(UdsObserve *o, ObsConn *c, const struct uds_obs_event *
 static void on_data(UdsObserve *o, ObsConn *c, const struct uds_obs_event *e, const struct timespec *ts)
 {
   int dir = e->dir;
-  if (!pipe_continues(o, c, e) && !pipe_flush(o))
-    pipe_drain_stuck(o);   /* what the pipe holds goes first, whatever it costs */
+  if (!pipe_continues(o, c, e))
+    pipe_out(o);   /* what the pipe holds goes first, whatever it costs */
   char comm[sizeof e->comm + 1];
   memcpy(comm, e->comm, sizeof e->comm);
   comm[sizeof e->comm] = '\0';
@@ -593,8 +607,7 @@ static void process_record(UdsObserve *o, ObsConn *c, const struct uds_obs_event
   struct timespec ts;
   event_time(o, e->ts_ns, &ts);
   if (e->kind == UDS_OBS_ANCILLARY) {
-    if (!pipe_flush(o))
-      pipe_drain_stuck(o);
+    pipe_out(o);
     on_ancillary(o, c, e, fd_desc, &ts);
   }
   else if (e->kind == UDS_OBS_DATA)
@@ -944,7 +957,7 @@ static gboolean loop_setup(UdsObserve *o, GError **error)
   struct timeval diag_wait = { .tv_sec = 1 };   /* the kernel answers at once; never hang on it */
   if (o->diagfd >= 0)
     setsockopt(o->diagfd, SOL_SOCKET, SO_RCVTIMEO, &diag_wait, sizeof diag_wait);
-  /* The payload pipe (see "Payload"); without it, payload is copied into the capture's queue. */
+  /* The payload pipe (see "Fast path"); without it, payload is copied into the capture's queue. */
   o->devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
   if (o->devnull < 0 || pipe2(o->pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
     uds_debug("observe: no payload pipe (%s): payload is copied", g_strerror(errno));
@@ -1058,8 +1071,7 @@ gboolean uds_observe_run(UdsObserve *o, UdsCapture *cap, UdsObserveStats *stats,
   o->final = TRUE;
   if (o->ring && !uds_capture_done(cap))
     ring_buffer__consume(o->ring);   /* into the capture's queue, past its bound: it is the end */
-  if (!pipe_flush(o))
-    pipe_drain_stuck(o);
+  pipe_out(o);
   release_held(o, TRUE);
   /* Connections still open: what the kernel counted beyond what arrived was lost, and is reported. */
   GHashTableIter it;
