@@ -285,7 +285,9 @@ static int capture(const UdsOptions *o)
     .format = format,
     .snaplen = (guint)o->snaplen,
     .buffer_bytes = (gsize)o->buffer_mib << 20,
-    .lossless = o->lossless,
+    /* Observe mode: the kernel's ring buffer is the bounded buffer (its losses are counted there); the
+     * capture never drops, udsdump stops draining the ring instead (src/observe.c, "Losses"). */
+    .lossless = o->lossless || observer,
     .filter = o->filter,
     .only_pid = o->only_pid,
     .only_comm = o->only_comm,

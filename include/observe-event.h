@@ -9,10 +9,21 @@
 #define UDS_OBS_SMALL 512          /* records of small sends reserve only this much ring space */
 #define UDS_OBS_MAX_FDS 16         /* SCM_RIGHTS descriptors recorded per message */
 #define UDS_OBS_NAME_MAX 108       /* sizeof sun_path */
-#define UDS_OBS_RING_BYTES (32u << 20)   /* charged to udsdump's memory cgroup while it runs */
+#define UDS_OBS_RING_BYTES (128u << 20)   /* charged to udsdump's memory cgroup while it runs */
 
 enum { UDS_OBS_DATA = 1, UDS_OBS_ANCILLARY = 2 };
-enum { UDS_OBS_F_END = 1 };        /* the last record of one message (sendmmsg: of each message) */
+enum {
+  UDS_OBS_F_END = 1,               /* the last record of one message (sendmmsg: of each message) */
+  UDS_OBS_F_WAIT = 2,              /* the other direction had a call in progress, begun earlier */
+};
+
+/* The kernel's counts per connection (map "streams", keyed by the connection's client end inode),
+ * both directions in one entry: a send's exit looks up one entry, not one per direction. */
+struct uds_obs_stream {
+  __u64 off[2];      /* bytes sent so far per direction: the offset the next record will have */
+  __u64 inflight[2]; /* send calls in progress per direction */
+  __u64 since[2];    /* when the oldest of them began (at least as early; bpf_ktime_get_ns) */
+};
 
 struct uds_obs_event {
   __u64 ts_ns;       /* when the send call began: CLOCK_MONOTONIC (bpf_ktime_get_ns) */

@@ -15,19 +15,39 @@
  * is opened in the capture at its first record; the client is the sender when the client spoke first,
  * else the process holding the client end (found in /proc when the record arrives, before the client
  * may be gone).  The kernel has no "closed" event on the syscall tracepoints, so a connection ends
- * when its client end disappears from /proc/net/unix (checked every OBS_TICK_MS, after the ring is
- * drained): FIN both ways, then CLOSE.
+ * when its client end no longer exists (one unix_diag question per connection every OBS_TICK_MS, after
+ * the ring is drained; /proc/net/unix if unix_diag cannot answer): FIN both ways, then CLOSE.
+ *
+ * Fast path.  Records are read where they lie in the ring (libbpf's callback), not copied out first.
+ * A stream call's bytes of PIPE_MIN_BYTES or more are written from the ring into a pipe of ours (the
+ * one copy user space makes), then handed to the capture as the relay hands it spliced bytes
+ * (uds_capture_conn_tee: page references into its staging pipe, on to the reader without another
+ * copy or checksum); smaller calls are copied into the capture's queue, which is cheaper than three
+ * syscalls.  The bytes are never given to the capture by reference to the ring's own pages (vmsplice):
+ * the ring reuses them as soon as a record is consumed, while a pipe may hold them until whoever
+ * reads the capture (perhaps by splice, keeping the reference) is done, and a captured byte would
+ * then change under the reader.
  *
  * Order.  A record leaves the kernel when its send call returns, but the answer to a request can be
  * sent (its call begun and ended) before the request's own call has returned: the sender of the
- * request was merely slow to be scheduled again.  Records therefore carry the time their call began,
- * which no answer can precede, and wait REORDER_NS here to be written in that order.  A record later
- * than that (a long blocking send) is written when it comes; REORDER_MAX_BYTES bounds what waits.
+ * request was merely slow to be scheduled again.  The kernel counts per connection and direction the
+ * calls in progress and when the oldest began; a call that ends while the other direction has one in
+ * progress begun earlier marks its records UDS_OBS_F_WAIT.  Only those (and the records of their
+ * connection behind them) are copied aside here; they are written, in the order their calls began,
+ * once the kernel's count shows the earlier calls ended (their records are then in the ring, and
+ * are drained first), or after REORDER_NS (a long blocking send); REORDER_MAX_BYTES bounds what
+ * waits.  Everything else is written as it comes, with no wait and no copy.
  *
- * Losses.  Every record carries the offset of its first byte in its connection and direction, counted
- * in the kernel for every byte sent; a gap between what arrived and that offset is bytes the ring had
- * no room for, reported as a DROP (uds_capture_conn_lost) before the next bytes, as the relay's
- * capture buffer does.  The same count at close catches a loss at the very end.
+ * Losses.  The kernel's ring (UDS_OBS_RING_BYTES) is observe mode's one bounded buffer: the capture
+ * is made lossless (it never drops), and while it is full, or the reader is behind, udsdump stops
+ * draining the ring and no longer watches it, so the records wait where they are.  Every record
+ * carries the offset of its first byte in its connection and direction, counted in the kernel for
+ * every byte sent; a gap between what arrived and that offset is bytes the ring had no room for,
+ * reported as a DROP (uds_capture_conn_lost) before the next bytes, as the relay's capture buffer
+ * does.  The same count at close catches a loss at the very end.
+ *
+ * Wakeups.  The kernel does not wake udsdump per record (a wakeup is an interrupt on the sender's CPU):
+ * the ring is drained every OBS_DRAIN_MS, and at once when it passes a quarter full.
  *
  * Output.  The capture fd is written as the relay writes it: at once when enough is queued, else
  * CAPTURE_FLUSH_MS after the first byte, and watched for writability only while the reader is behind.
@@ -54,10 +74,15 @@
 #include <bpf/libbpf.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -69,8 +94,11 @@
 
 #define OBS_TICK_MS 200           /* how often ended connections are looked for */
 #define OBS_DRAIN_MS 5            /* how often the ring is drained (the kernel wakes us only when full) */
-#define REORDER_NS (20 * 1000000) /* records wait this long to be put in the order their calls began */
-#define REORDER_MAX_BYTES (16u << 20)   /* ... unless this much waits: then the oldest go at once */
+#define REORDER_NS (20 * 1000000) /* a record waits at most this long for an earlier call's */
+#define REORDER_MAX_BYTES (16u << 20)   /* ... and waiting records hold at most this much */
+#define PAYLOAD_PIPE_BYTES (1 << 20)   /* holds one call's bytes (a larger call: in pieces this size) */
+#define PIPE_MIN_BYTES 8192      /* smaller calls are copied: three syscalls cost more than the copy */
+#define HELD_POLL_MS 1            /* while records wait: how often the earlier calls are looked at */
 #define CAPTURE_FLUSH_MS 5        /* as the relay: a live view 5 ms late is not visibly late */
 #define BTF_PATH "/sys/kernel/btf/vmlinux"
 #define CAP_SYS_ADMIN_BIT 21
@@ -89,6 +117,7 @@ typedef struct {
   guint64 conn, peer;
   guint64 next_off[2];        /* offset of the next byte expected per direction */
   GByteArray *msg[2];         /* seqpacket: the message being put together from its records */
+  guint held;                 /* records of this connection waiting in UdsObserve.held */
 } ObsConn;
 
 struct UdsObserve {
@@ -102,13 +131,26 @@ struct UdsObserve {
   UdsCapture *cap;
   UdsObserveStats *stats;
   GHashTable *conns;          /* client end inode -> ObsConn */
-  GHashTable *clients;        /* client end inode -> UdsPeer, found when its first record arrived */
-  GPtrArray *held;            /* records (copies) waiting to be put in order */
+  GPtrArray *held;            /* records (copies) waiting for an earlier call's (see "Order") */
   gsize held_bytes;
   gint64 mono_to_real;        /* add to a CLOCK_MONOTONIC ns time for CLOCK_REALTIME */
   int epfd, sigfd, flushfd, tickfd, drainfd;
   guint32 cap_mask;           /* events registered for the capture fd; G_MAXUINT32: not pollable */
+  guint32 ring_mask;          /* events registered for the ring */
   gboolean flush_armed, cap_blocked, stop;
+  gboolean final;             /* the last drain: everything goes into the capture */
+  /* payload on its way to the capture through a pipe (see "Fast path") */
+  int pipe[2], devnull;
+  int diagfd;                 /* NETLINK_SOCK_DIAG: does a connection's client end still exist */
+  guint32 diag_seq;
+  gsize pipe_room;            /* the pipe's size */
+  ObsConn *pend_conn;         /* the call whose bytes the pipe holds (pend_len of them) */
+  int pend_dir;
+  guint32 pend_tgid;
+  guint64 pend_ts, pend_end;
+  gsize pend_len;
+  gboolean pipe_stuck;        /* the capture's staging pipe is full: pend_len bytes wait in ours */
+  gboolean ring_behind;       /* the last drain stopped before the end of the ring */
 };
 
 /* ---- requirements ---- */
@@ -221,6 +263,7 @@ UdsObserve *uds_observe_start(const char *name, GError **error)
   g_autoptr(UdsObserve) o = g_new0(UdsObserve, 1);
   o->name = g_strdup(name);
   o->epfd = o->sigfd = o->flushfd = o->tickfd = o->drainfd = -1;
+  o->pipe[0] = o->pipe[1] = o->devnull = o->diagfd = -1;
 
   libbpf_log = g_string_new(NULL);
   libbpf_set_print(libbpf_print);
@@ -387,21 +430,35 @@ static void event_time(UdsObserve *o, __u64 mono_ns, struct timespec *ts)
   ts->tv_nsec = real % 1000000000;
 }
 
-static ObsConn *conn_get(UdsObserve *o, const struct uds_obs_event *e, const struct timespec *ts)
+/* The connection of a record, opened in the capture at its first record.  Who the client is is found
+ * now, while it is surely there: the sender when the client spoke first, else whoever holds the
+ * client end. */
+static ObsConn *conn_get(UdsObserve *o, const struct uds_obs_event *e)
 {
   ObsConn *c = g_hash_table_lookup(o->conns, &e->conn);
   if (c)
     return c;
+  UdsPeer client = { .ngroups = -1 };
+  gboolean known = TRUE;
+  if (e->dir == UDS_DIR_C2S) {
+    client.pid = (pid_t)e->tgid;
+    client.uid = e->uid;
+    client.gid = e->gid;
+    memcpy(client.comm, e->comm, MIN(sizeof client.comm - 1, sizeof e->comm));
+  } else {
+    known = owner_of(e->conn, &client);
+  }
   c = g_new0(ObsConn, 1);
   c->conn = e->conn;
   c->peer = e->peer;
   UdsConnMeta meta = {
-    .client = g_hash_table_lookup(o->clients, &e->conn),
+    .client = known ? &client : NULL,
     .server_pid = o->server_pid,
     .server_comm = o->server_comm,
   };
-  uds_capture_conn_open(o->cap, &c->flow, &meta, ts);
-  g_hash_table_remove(o->clients, &e->conn);
+  struct timespec ts;
+  event_time(o, e->ts_ns, &ts);
+  uds_capture_conn_open(o->cap, &c->flow, &meta, &ts);
   g_hash_table_insert(o->conns, &c->conn, c);
   o->stats->connections++;
   return c;
@@ -430,9 +487,121 @@ static void on_ancillary(UdsObserve *o, ObsConn *c, const struct uds_obs_event *
   uds_capture_conn_ancillary(o->cap, &c->flow, e->dir, &anc, ts);
 }
 
+/* ---- payload through a pipe ---- */
+
+static void pipe_discard(UdsObserve *o, gsize n)
+{
+  while (n > 0) {
+    ssize_t k = splice(o->pipe[0], NULL, o->devnull, NULL, n, SPLICE_F_NONBLOCK);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0) {   /* cannot happen (/dev/null takes anything); never spin */
+      uds_debug("observe: cannot empty the payload pipe: %s", g_strerror(errno));
+      return;
+    }
+    n -= (gsize)k;
+  }
+}
+
+/* The pipe's bytes by memory, into the capture's queue (past its bound if need be). */
+static void pipe_drain_stuck(UdsObserve *o)
+{
+  if (o->pend_len == 0)
+    return;
+  struct timespec ts;
+  event_time(o, o->pend_ts, &ts);
+  g_autofree guint8 *rest = g_malloc(o->pend_len);
+  gsize got = 0;
+  while (got < o->pend_len) {
+    ssize_t k = read(o->pipe[0], rest + got, o->pend_len - got);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0)
+      break;
+    got += (gsize)k;
+  }
+  uds_capture_conn_data(o->cap, &o->pend_conn->flow, o->pend_dir, rest, got, &ts);
+  o->pend_len = 0;
+  o->pipe_stuck = FALSE;
+}
+
+/* Hands the pipe's bytes (one call's) to the capture, as the relay hands it spliced bytes: by page
+ * reference (tee) into its staging pipe.  When that pipe is full (the reader is behind), the rest stays
+ * here: FALSE, and nothing more is taken from the ring until it has gone (pipe_stuck). */
+static gboolean pipe_flush(UdsObserve *o)
+{
+  if (o->pend_len == 0)
+    return TRUE;
+  struct timespec ts;
+  event_time(o, o->pend_ts, &ts);
+  UdsFlow *flow = &o->pend_conn->flow;
+  if (!uds_capture_can_tee(o->cap, flow, o->pend_dir)) {
+    pipe_drain_stuck(o);   /* the capture stopped taking spliced bytes (-c reached, an error) */
+    return TRUE;
+  }
+  gsize done = uds_capture_conn_tee(o->cap, flow, o->pend_dir, o->pipe[0], o->pend_len, &ts);
+  pipe_discard(o, done);
+  o->pend_len -= done;
+  o->pipe_stuck = o->pend_len > 0;
+  return !o->pipe_stuck;
+}
+
+/* Whether record e continues the call whose bytes the pipe holds. */
+static gboolean pipe_continues(UdsObserve *o, const ObsConn *c, const struct uds_obs_event *e)
+{
+  return o->pend_len && o->pend_conn == c && o->pend_dir == e->dir && o->pend_ts == e->ts_ns &&
+         o->pend_tgid == e->tgid && o->pend_end == e->off;
+}
+
+/* Whatever the pipe holds goes to the capture now: by reference if it has room, else by memory. */
+static void pipe_out(UdsObserve *o)
+{
+  if (!pipe_flush(o))
+    pipe_drain_stuck(o);
+}
+
+/* Copies a stream record's bytes out of the ring into the pipe; FALSE: they must go by memory (and
+ * what the pipe held has gone first). */
+static gboolean pipe_put(UdsObserve *o, ObsConn *c, const struct uds_obs_event *e)
+{
+  if (o->pipe[1] < 0 || (o->pend_len == 0 && e->len < PIPE_MIN_BYTES))
+    return FALSE;
+  if (!uds_capture_can_tee(o->cap, &c->flow, e->dir)) {
+    pipe_out(o);
+    return FALSE;
+  }
+  if (o->pend_len + e->len > o->pipe_room)
+    pipe_out(o);
+  ssize_t k;
+  do
+    k = write(o->pipe[1], e->data, e->len);
+  while (k < 0 && errno == EINTR);
+  if (k <= 0) {   /* cannot happen (the pipe has room) */
+    pipe_out(o);
+    return FALSE;
+  }
+  if (o->pend_len == 0) {
+    o->pend_conn = c;
+    o->pend_dir = e->dir;
+    o->pend_tgid = e->tgid;
+    o->pend_ts = e->ts_ns;
+  }
+  o->pend_len += (gsize)k;
+  o->pend_end = e->off + (guint64)k;
+  if ((gsize)k < e->len) {   /* cannot happen either; the rest by memory, after */
+    pipe_out(o);
+    struct timespec ts;
+    event_time(o, e->ts_ns, &ts);
+    uds_capture_conn_data(o->cap, &c->flow, e->dir, e->data + k, e->len - (gsize)k, &ts);
+  }
+  return TRUE;
+}
+
 static void on_data(UdsObserve *o, ObsConn *c, const struct uds_obs_event *e, const struct timespec *ts)
 {
   int dir = e->dir;
+  if (!pipe_continues(o, c, e))
+    pipe_out(o);   /* what the pipe holds goes first, whatever it costs */
   char comm[sizeof e->comm + 1];
   memcpy(comm, e->comm, sizeof e->comm);
   comm[sizeof e->comm] = '\0';
@@ -451,7 +620,10 @@ static void on_data(UdsObserve *o, ObsConn *c, const struct uds_obs_event *e, co
   c->next_off[dir] = MAX(c->next_off[dir], e->off + e->len);
   o->stats->bytes[dir] += e->len;
   if (o->sock_type == SOCK_STREAM) {
-    uds_capture_conn_data(o->cap, &c->flow, dir, e->data, e->len, ts);
+    if (!pipe_put(o, c, e))
+      uds_capture_conn_data(o->cap, &c->flow, dir, e->data, e->len, ts);
+    else if (e->flags & UDS_OBS_F_END)
+      pipe_flush(o);   /* the call is complete; stuck, the ring waits (on_record) */
     return;
   }
   if (!c->msg[dir])
@@ -463,47 +635,67 @@ static void on_data(UdsObserve *o, ObsConn *c, const struct uds_obs_event *e, co
   }
 }
 
-static void process_record(UdsObserve *o, const Held *h)
+static void flush_capture(UdsObserve *o);
+
+static void process_record(UdsObserve *o, ObsConn *c, const struct uds_obs_event *e, char **fd_desc)
 {
-  const struct uds_obs_event *e = &h->e;
   struct timespec ts;
   event_time(o, e->ts_ns, &ts);
-  ObsConn *c = conn_get(o, e, &ts);
-  if (e->kind == UDS_OBS_ANCILLARY)
-    on_ancillary(o, c, e, h->fd_desc, &ts);
+  if (e->kind == UDS_OBS_ANCILLARY) {
+    pipe_out(o);
+    on_ancillary(o, c, e, fd_desc, &ts);
+  }
   else if (e->kind == UDS_OBS_DATA)
     on_data(o, c, e, &ts);
+  if (uds_capture_flush_due(o->cap) && !o->cap_blocked)
+    flush_capture(o);   /* a burst of records must not wait for the loop */
 }
 
+static gsize record_size(const struct uds_obs_event *e)
+{
+  return sizeof *e + (e->kind == UDS_OBS_DATA ? e->len : 0);
+}
+
+/* The ring buffer's callback: a record, read where it lies in the ring. */
 static int on_record(void *ctx, void *data, size_t size)
 {
   UdsObserve *o = ctx;
   const struct uds_obs_event *e = data;
   if (size < sizeof *e || e->dir > 1 || (e->kind == UDS_OBS_DATA && size < sizeof *e + e->len))
     return 0;
-  gsize n = sizeof *e + (e->kind == UDS_OBS_DATA ? e->len : 0);
-  if (!g_hash_table_contains(o->conns, &e->conn) && !g_hash_table_contains(o->clients, &e->conn)) {
-    /* A new connection: who the client is, while it is surely there. */
-    UdsPeer *client = g_new0(UdsPeer, 1);
-    guint64 *key = g_new(guint64, 1);
-    *key = e->conn;
-    if (e->dir == UDS_DIR_C2S) {
-      client->pid = (pid_t)e->tgid;
-      client->uid = e->uid;
-      client->gid = e->gid;
-      client->ngroups = -1;
-      memcpy(client->comm, e->comm, MIN(sizeof client->comm - 1, sizeof e->comm));
-    } else if (!owner_of(e->conn, client)) {
-      g_clear_pointer(&client, g_free);
-    }
-    g_hash_table_insert(o->clients, key, client);
+  if (uds_capture_done(o->cap))   /* -c reached: the rest is not wanted */
+    return 0;
+  ObsConn *c = conn_get(o, e);
+  if (c->held || (e->flags & UDS_OBS_F_WAIT)) {
+    /* It waits for an earlier call of the other direction (or behind a record that does): a copy. */
+    gsize n = record_size(e);
+    Held *h = g_malloc(G_STRUCT_OFFSET(Held, e) + n);
+    memcpy(&h->e, e, n);
+    h->fd_desc = e->kind == UDS_OBS_ANCILLARY ? describe_fds(e) : NULL;
+    g_ptr_array_add(o->held, h);
+    o->held_bytes += n;
+    c->held++;
+    return 0;
   }
-  Held *h = g_malloc(G_STRUCT_OFFSET(Held, e) + n);
-  memcpy(&h->e, e, n);
-  h->fd_desc = e->kind == UDS_OBS_ANCILLARY ? describe_fds(e) : NULL;
-  g_ptr_array_add(o->held, h);
-  o->held_bytes += n;
+  char **fd_desc = e->kind == UDS_OBS_ANCILLARY ? describe_fds(e) : NULL;
+  process_record(o, c, e, fd_desc);
+  g_strfreev(fd_desc);
+  /* The capture holds what its bound allows: the rest waits in the ring, not in memory here. */
+  if (!o->final && (uds_capture_full(o->cap) || o->stop || o->pipe_stuck)) {
+    return -1;
+  }
   return 0;
+}
+
+/* Takes what the ring holds, as far as the capture has room. */
+static void consume_ring(UdsObserve *o)
+{
+  o->ring_behind = TRUE;
+  if (!pipe_flush(o))
+    return;
+  if (!uds_capture_full(o->cap) && !o->stop && ring_buffer__consume(o->ring) >= 0)
+    o->ring_behind = FALSE;   /* it went through to the end of what the ring held */
+  pipe_flush(o);
 }
 
 /* When the calls began; within one call, its control data before its bytes, its bytes in order. */
@@ -528,69 +720,97 @@ static guint64 mono_ns(void)
   return (guint64)t.tv_sec * 1000000000u + (guint64)t.tv_nsec;
 }
 
-static void flush_capture(UdsObserve *o);
+/* Whether the calls a marked record waits for have ended: the kernel's count of calls in progress in
+ * the other direction has none begun before it (their records are then in the ring), or it has
+ * waited long enough. */
+static gboolean wait_over(UdsObserve *o, const struct uds_obs_event *e, guint64 now)
+{
+  if (!(e->flags & UDS_OBS_F_WAIT) || e->ts_ns + REORDER_NS <= now || o->held_bytes > REORDER_MAX_BYTES)
+    return TRUE;
+  __u64 key = e->conn;
+  struct uds_obs_stream st;
+  UdsCaps was = uds_priv_raise(UDS_CAP(CAP_BPF));   /* as for every bpf() call (see the top) */
+  int r = bpf_map_lookup_elem(bpf_map__fd(o->skel->maps.streams), &key, &st);
+  uds_priv_restore(was);
+  if (r != 0)
+    return TRUE;
+  int other = !e->dir;
+  return st.inflight[other] == 0 || st.since[other] > e->ts_ns;
+}
 
-/* Writes the held records whose wait is over (all: every one), oldest first. */
+/* Writes, in the order their calls began, the held records of every connection whose waits are over
+ * (all: of every connection). */
 static void release_held(UdsObserve *o, gboolean all)
 {
   if (o->held->len == 0)
     return;
-  g_ptr_array_sort(o->held, held_cmp);
+  pipe_flush(o);
   guint64 now = mono_ns();
-  guint n = 0;
-  for (; n < o->held->len; n++) {
-    Held *h = g_ptr_array_index(o->held, n);
+  g_autoptr(GHashTable) blocked = g_hash_table_new(g_int64_hash, g_int64_equal);
+  for (guint i = 0; !all && i < o->held->len; i++) {
+    Held *h = g_ptr_array_index(o->held, i);
+    if (!g_hash_table_contains(blocked, &h->e.conn) && !wait_over(o, &h->e, now))
+      g_hash_table_add(blocked, &h->e.conn);
+  }
+  if (g_hash_table_size(blocked) == o->held->len)
+    return;
+  /* The records of the calls that ended are in the ring now: they join their connection's. */
+  if (!all)
+    consume_ring(o);
+  g_ptr_array_sort(o->held, held_cmp);
+  guint keep = 0;
+  for (guint i = 0; i < o->held->len; i++) {
+    Held *h = g_ptr_array_index(o->held, i);
     const struct uds_obs_event *e = &h->e;
-    if (!all && e->ts_ns + REORDER_NS > now && o->held_bytes <= REORDER_MAX_BYTES)
-      break;
-    if (!all && o->cap_blocked && o->held_bytes <= REORDER_MAX_BYTES)
-      break;   /* the reader is behind: wait for it here, where waiting is bounded, not in the capture */
-    if (!uds_capture_done(o->cap))   /* -c reached: the rest is not wanted */
-      process_record(o, h);
-    if (uds_capture_flush_due(o->cap) && !o->cap_blocked)
-      flush_capture(o);              /* a burst of records must not overrun the capture's buffer */
-    o->held_bytes -= sizeof *e + (e->kind == UDS_OBS_DATA ? e->len : 0);
+    if (g_hash_table_contains(blocked, &e->conn)) {
+      g_ptr_array_index(o->held, keep++) = h;
+      continue;
+    }
+    ObsConn *c = g_hash_table_lookup(o->conns, &e->conn);
+    if (c && !uds_capture_done(o->cap))
+      process_record(o, c, e, h->fd_desc);
+    if (c)
+      c->held--;
+    o->held_bytes -= record_size(e);
     g_strfreev(h->fd_desc);
     g_free(h);
   }
-  g_ptr_array_remove_range(o->held, 0, n);
+  pipe_flush(o);
+  g_ptr_array_set_size(o->held, keep);
 }
 
-/* How long the loop may sleep before the oldest held record is due (-1: nothing held). */
+/* How long the loop may sleep while records wait (-1: none wait). */
 static int held_timeout_ms(UdsObserve *o)
 {
-  if (o->held->len == 0)
-    return -1;
-  guint64 oldest = G_MAXUINT64;
-  for (guint i = 0; i < o->held->len; i++)
-    oldest = MIN(oldest, ((Held *)g_ptr_array_index(o->held, i))->e.ts_ns);
-  guint64 now = mono_ns();
-  return oldest + REORDER_NS <= now ? 0 : (int)((oldest + REORDER_NS - now) / 1000000 + 1);
+  return o->held->len ? HELD_POLL_MS : -1;
 }
 
-/* Bytes the kernel counted for conn/dir that never arrived (the last records of a connection). */
-static guint64 kernel_tail_loss(UdsObserve *o, ObsConn *c, int dir)
+/* Bytes the kernel counted per direction of c that never arrived (the last records of a connection). */
+static void kernel_tail_loss(UdsObserve *o, ObsConn *c, guint64 lost[2])
 {
-  struct { __u64 conn, dir; } key = { c->conn, (__u64)dir };
-  __u64 sent = 0;
-  int fd = bpf_map__fd(o->skel->maps.offsets);
+  __u64 key = c->conn;
+  struct uds_obs_stream st;
+  int fd = bpf_map__fd(o->skel->maps.streams);
+  lost[0] = lost[1] = 0;
   UdsCaps was = uds_priv_raise(UDS_CAP(CAP_BPF));
-  int r = bpf_map_lookup_elem(fd, &key, &sent);
+  int r = bpf_map_lookup_elem(fd, &key, &st);
   if (r == 0)
     bpf_map_delete_elem(fd, &key);
   uds_priv_restore(was);
   if (r != 0)
-    return 0;
-  return sent > c->next_off[dir] ? sent - c->next_off[dir] : 0;
+    return;
+  for (int d = 0; d < 2; d++)
+    lost[d] = st.off[d] > c->next_off[d] ? st.off[d] - c->next_off[d] : 0;
 }
 
 static void conn_end(UdsObserve *o, ObsConn *c, const struct timespec *ts)
 {
+  guint64 lost[2];
+  kernel_tail_loss(o, c, lost);
   for (int d = 0; d < 2; d++) {
-    guint64 lost = kernel_tail_loss(o, c, d);
-    if (lost) {
-      uds_capture_conn_lost(o->cap, &c->flow, d, (gsize)lost);
-      o->stats->lost_bytes += lost;
+    if (lost[d]) {
+      uds_capture_conn_lost(o->cap, &c->flow, d, (gsize)lost[d]);
+      o->stats->lost_bytes += lost[d];
     }
   }
   uds_capture_conn_shutdown(o->cap, &c->flow, UDS_DIR_C2S, ts);
@@ -598,31 +818,87 @@ static void conn_end(UdsObserve *o, ObsConn *c, const struct timespec *ts)
   uds_capture_conn_close(o->cap, &c->flow, ts);
 }
 
-/* Connections whose client end is gone from /proc/net/unix have ended. */
+/* The inodes /proc/net/unix lists (keys point into *store). */
+static GHashTable *proc_net_unix_inodes(GArray **store)
+{
+  g_autofree char *text = NULL;
+  if (!g_file_get_contents("/proc/net/unix", &text, NULL, NULL))
+    return NULL;
+  *store = g_array_new(FALSE, FALSE, sizeof(guint64));
+  char *next = strchr(text, '\n');   /* after the header line */
+  while (next && next[1]) {
+    char *line = next + 1;
+    next = strchr(line, '\n');
+    if (next)
+      *next = '\0';   /* sscanf measures its input: one line, not the rest of the table */
+    unsigned long long ino;
+    /* "%pK: %08X %08X %08X %04X %02X %5lu": the inode is the 7th field */
+    if (sscanf(line, "%*s %*x %*x %*x %*x %*x %llu", &ino) == 1) {
+      guint64 v = ino;
+      g_array_append_val(*store, v);
+    }
+  }
+  GHashTable *set = g_hash_table_new(g_int64_hash, g_int64_equal);
+  for (guint i = 0; i < (*store)->len; i++)
+    g_hash_table_add(set, &g_array_index(*store, guint64, i));
+  return set;
+}
+
+/* Whether the socket with inode ino still exists: one question to the kernel's unix_diag, which finds
+ * it by inode (reading /proc/net/unix instead formats every socket of the host, thousands on a busy
+ * one, every tick).  -1: unix_diag cannot answer. */
+static int socket_alive(UdsObserve *o, guint64 ino)
+{
+  if (o->diagfd < 0)
+    return -1;
+  struct {
+    struct nlmsghdr nlh;
+    struct unix_diag_req req;
+  } msg = {
+    .nlh = { .nlmsg_len = sizeof msg, .nlmsg_type = SOCK_DIAG_BY_FAMILY, .nlmsg_flags = NLM_F_REQUEST,
+             .nlmsg_seq = ++o->diag_seq },
+    .req = { .sdiag_family = AF_UNIX, .udiag_states = ~0u, .udiag_ino = (__u32)ino,
+             .udiag_cookie = { INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE } },
+  };
+  if (ino > G_MAXUINT32 || send(o->diagfd, &msg, sizeof msg, 0) != (ssize_t)sizeof msg)
+    return -1;
+  for (;;) {
+    guint64 buf[1024];
+    ssize_t n = recv(o->diagfd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return -1;
+    for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+      if (h->nlmsg_seq != o->diag_seq)
+        continue;   /* an answer to an earlier question that timed out */
+      if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY)
+        return 1;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        const struct nlmsgerr *err = NLMSG_DATA(h);
+        return err->error == -ENOENT ? 0 : -1;
+      }
+    }
+  }
+}
+
+/* Connections whose client end no longer exists have ended. */
 static void reap_connections(UdsObserve *o)
 {
   if (g_hash_table_size(o->conns) == 0)
     return;
-  ring_buffer__consume(o->ring);   /* their last bytes first */
+  consume_ring(o);   /* their last bytes first */
   release_held(o, FALSE);
-  g_autofree char *text = NULL;
-  if (!g_file_get_contents("/proc/net/unix", &text, NULL, NULL))
+  /* A connection with records still waiting in the ring for the capture to have room ends at a
+   * later tick, after them ... */
+  if (o->ring_behind)
     return;
-  g_autoptr(GHashTable) alive = g_hash_table_new(g_int64_hash, g_int64_equal);
-  g_autoptr(GArray) inodes = g_array_new(FALSE, FALSE, sizeof(guint64));
-  for (char *line = strchr(text, '\n'); line && line[1]; line = strchr(line + 1, '\n')) {
-    unsigned long long ino;
-    /* "%pK: %08X %08X %08X %04X %02X %5lu": the inode is the 7th field */
-    if (sscanf(line + 1, "%*s %*x %*x %*x %*x %*x %llu", &ino) == 1) {
-      guint64 v = ino;
-      g_array_append_val(inodes, v);
-    }
-  }
-  for (guint i = 0; i < inodes->len; i++)
-    g_hash_table_add(alive, &g_array_index(inodes, guint64, i));
-  /* A connection with records still waiting to be ordered ends at a later tick, after them. */
+  /* ... and so does one with records waiting to be ordered. */
+  g_autoptr(GHashTable) waiting = g_hash_table_new(g_int64_hash, g_int64_equal);
   for (guint i = 0; i < o->held->len; i++)
-    g_hash_table_add(alive, &((Held *)g_ptr_array_index(o->held, i))->e.conn);
+    g_hash_table_add(waiting, &((Held *)g_ptr_array_index(o->held, i))->e.conn);
+  g_autoptr(GHashTable) listed = NULL;   /* /proc/net/unix's inodes, read if unix_diag fails */
+  g_autoptr(GArray) inodes = NULL;
   struct timespec now;
   clock_gettime(CLOCK_REALTIME, &now);
   GHashTableIter it;
@@ -630,7 +906,15 @@ static void reap_connections(UdsObserve *o)
   g_hash_table_iter_init(&it, o->conns);
   while (g_hash_table_iter_next(&it, &key, &value)) {
     ObsConn *c = value;
-    if (g_hash_table_contains(alive, &c->conn))
+    if (g_hash_table_contains(waiting, &c->conn))
+      continue;
+    int alive = socket_alive(o, c->conn);
+    if (alive < 0) {
+      if (!listed && !(listed = proc_net_unix_inodes(&inodes)))
+        return;
+      alive = g_hash_table_contains(listed, &c->conn);
+    }
+    if (alive)
       continue;
     conn_end(o, c, &now);
     g_hash_table_iter_remove(&it);
@@ -649,6 +933,19 @@ static void watch_capture(UdsObserve *o)
   struct epoll_event ev = { .events = want, .data.fd = uds_capture_fd(o->cap) };
   if (epoll_ctl(o->epfd, EPOLL_CTL_MOD, uds_capture_fd(o->cap), &ev) == 0)
     o->cap_mask = want;
+}
+
+/* The ring is watched only while the capture has room for what it holds: level-triggered, it would
+ * otherwise wake the loop again and again for records that must wait. */
+static void watch_ring(UdsObserve *o)
+{
+  guint32 want = uds_capture_full(o->cap) || o->pipe_stuck ? 0 : EPOLLIN;
+  if (want == o->ring_mask)
+    return;
+  int fd = ring_buffer__epoll_fd(o->ring);
+  struct epoll_event ev = { .events = want, .data.fd = fd };
+  if (epoll_ctl(o->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
+    o->ring_mask = want;
 }
 
 static void flush_capture(UdsObserve *o)
@@ -698,6 +995,20 @@ static gboolean loop_setup(UdsObserve *o, GError **error)
   o->flushfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   o->tickfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   o->drainfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  o->diagfd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  struct timeval diag_wait = { .tv_sec = 1 };   /* the kernel answers at once; never hang on it */
+  if (o->diagfd >= 0)
+    setsockopt(o->diagfd, SOL_SOCKET, SO_RCVTIMEO, &diag_wait, sizeof diag_wait);
+  /* The payload pipe (see "Fast path"); without it, payload is copied into the capture's queue. */
+  o->devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  if (o->devnull < 0 || pipe2(o->pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+    uds_debug("observe: no payload pipe (%s): payload is copied", g_strerror(errno));
+    o->pipe[0] = o->pipe[1] = -1;
+  } else {
+    fcntl(o->pipe[1], F_SETPIPE_SZ, PAYLOAD_PIPE_BYTES);
+    int room = fcntl(o->pipe[1], F_GETPIPE_SZ);
+    o->pipe_room = room > 0 ? (gsize)room : 65536;
+  }
   UdsCaps was = uds_priv_raise(UDS_CAP(CAP_BPF));
   o->ring = ring_buffer__new(bpf_map__fd(o->skel->maps.events), on_record, o, NULL);
   int ring_errno = errno;
@@ -723,6 +1034,7 @@ static gboolean loop_setup(UdsObserve *o, GError **error)
    * watched and is simply written after every batch. */
   struct epoll_event ev = { .events = 0, .data.fd = uds_capture_fd(o->cap) };
   o->cap_mask = epoll_ctl(o->epfd, EPOLL_CTL_ADD, uds_capture_fd(o->cap), &ev) == 0 ? 0 : G_MAXUINT32;
+  o->ring_mask = EPOLLIN;
   struct timespec mono, real;
   clock_gettime(CLOCK_MONOTONIC, &mono);
   clock_gettime(CLOCK_REALTIME, &real);
@@ -744,6 +1056,10 @@ static void loop_close(UdsObserve *o)
   close_fd(&o->flushfd);
   close_fd(&o->tickfd);
   close_fd(&o->drainfd);
+  close_fd(&o->pipe[0]);
+  close_fd(&o->pipe[1]);
+  close_fd(&o->devnull);
+  close_fd(&o->diagfd);
 }
 
 gboolean uds_observe_run(UdsObserve *o, UdsCapture *cap, UdsObserveStats *stats, GError **error)
@@ -752,13 +1068,13 @@ gboolean uds_observe_run(UdsObserve *o, UdsCapture *cap, UdsObserveStats *stats,
   o->stats = stats;
   o->conns = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, obs_conn_free);
   o->held = g_ptr_array_new();   /* records are freed as they are released */
-  o->clients = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, g_free);
   gboolean ok = loop_setup(o, error);
   int ringfd = o->ring ? ring_buffer__epoll_fd(o->ring) : -1;
   while (ok && !o->stop) {
     struct epoll_event evs[8];
     schedule_capture(o);   /* the pcap header at once: the reader then knows the programs are attached */
     watch_capture(o);
+    watch_ring(o);
     int n = epoll_wait(o->epfd, evs, G_N_ELEMENTS(evs), held_timeout_ms(o));
     if (n < 0 && errno != EINTR) {
       g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "epoll_wait: %s", g_strerror(errno));
@@ -768,10 +1084,10 @@ gboolean uds_observe_run(UdsObserve *o, UdsCapture *cap, UdsObserveStats *stats,
     for (int i = 0; i < n; i++) {
       int fd = evs[i].data.fd;
       if (fd == ringfd) {
-        ring_buffer__consume(o->ring);
+        consume_ring(o);
       } else if (fd == o->drainfd) {
         drain_fd(fd);
-        ring_buffer__consume(o->ring);
+        consume_ring(o);
       } else if (fd == o->sigfd) {
         struct signalfd_siginfo si;
         while (read(o->sigfd, &si, sizeof si) == sizeof si)
@@ -789,7 +1105,8 @@ gboolean uds_observe_run(UdsObserve *o, UdsCapture *cap, UdsObserveStats *stats,
           uds_info("capture reader went away: stopping");
         o->stop = TRUE;
       } else {
-        flush_capture(o);
+        flush_capture(o);   /* the reader took some: room for what waits in the ring */
+        consume_ring(o);
       }
     }
     release_held(o, FALSE);
@@ -797,8 +1114,10 @@ gboolean uds_observe_run(UdsObserve *o, UdsCapture *cap, UdsObserveStats *stats,
       o->stop = TRUE;
   }
   /* What the kernel has handed over is written; connections still open stay open (they are not ours). */
+  o->final = TRUE;
   if (o->ring && !uds_capture_done(cap))
-    ring_buffer__consume(o->ring);
+    ring_buffer__consume(o->ring);   /* into the capture's queue, past its bound: it is the end */
+  pipe_out(o);
   release_held(o, TRUE);
   /* Connections still open: what the kernel counted beyond what arrived was lost, and is reported. */
   GHashTableIter it;
@@ -808,17 +1127,17 @@ gboolean uds_observe_run(UdsObserve *o, UdsCapture *cap, UdsObserveStats *stats,
   g_hash_table_iter_init(&it, o->conns);
   while (o->skel && g_hash_table_iter_next(&it, NULL, &value)) {
     ObsConn *c = value;
+    guint64 lost[2];
+    kernel_tail_loss(o, c, lost);
     for (int d = 0; d < 2; d++) {
-      guint64 lost = kernel_tail_loss(o, c, d);
-      uds_capture_conn_lost(cap, &c->flow, d, (gsize)lost);
-      o->stats->lost_bytes += lost;
+      uds_capture_conn_lost(cap, &c->flow, d, (gsize)lost[d]);
+      o->stats->lost_bytes += lost[d];
     }
     uds_capture_conn_report_drops(cap, &c->flow, &now);
   }
   uds_capture_finish(cap, 2000);
   g_clear_pointer(&o->conns, g_hash_table_destroy);
   g_clear_pointer(&o->held, g_ptr_array_unref);
-  g_clear_pointer(&o->clients, g_hash_table_destroy);
   loop_close(o);
   o->cap = NULL;
   return ok;

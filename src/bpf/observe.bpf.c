@@ -8,19 +8,29 @@
  * file; a socket only if the inode says S_IFSOCK) and kept when it is AF_UNIX and either it or its peer
  * is the chosen socket: for a path socket, the bound path's inode and device (an accepted socket shares
  * its listener's path); for an abstract one, the bound name.  Everything else leaves here, so observing
- * one socket costs the rest of the host a few memory reads per send.  The call's arguments are kept
- * per thread until the exit.
+ * one socket costs the rest of the host a few memory reads per send.  A kept call's arguments and its
+ * start time go into the thread's task storage, and its connection and direction count one more call
+ * in progress (map "streams").
  *
  * Exit.  Only now is it known how much was really sent (a send may be partial, or fail); exactly that
  * many bytes are copied from the sender's buffers (still untouched: the thread is still in the call),
  * in records of at most UDS_OBS_CHUNK bytes, walking the iovecs and, for sendmmsg, the messages.  Each
- * record says when the call began (what orders a request before its answer: the answer may leave its
- * call before the request leaves its own), the connection (the client end's socket inode), the
- * direction, the sending process
- * (pid, comm, uid: whoever made this call, a forked child included) and the offset of its bytes in the
- * stream, taken from a per-connection counter: a record the ring buffer had no room for leaves a gap
- * that user space reports as lost bytes, never silently.  Control data (SCM_RIGHTS, SCM_CREDENTIALS)
- * given to sendmsg/sendmmsg becomes an ANCILLARY record before the bytes it came with.
+ * record says when the call began, the connection (the client end's socket inode), the direction, the
+ * sending process (pid, comm, uid: whoever made this call, a forked child included) and the offset of
+ * its bytes in the stream, taken from a per-connection counter: a record the ring buffer had no room
+ * for leaves a gap that user space reports as lost bytes, never silently.  When the other direction
+ * has a call in progress that began earlier (perhaps the request this call answers, its sender not yet
+ * back from its call), the records are marked UDS_OBS_F_WAIT, and user space waits for that call's
+ * records before writing them.  The call stops counting as in progress only after its records are in
+ * the ring.  Control data (SCM_RIGHTS, SCM_CREDENTIALS) given to sendmsg/sendmmsg becomes an
+ * ANCILLARY record before the bytes it came with.
+ *
+ * Cost.  sys_enter and sys_exit run for every syscall of the host, so both leave at once unless the
+ * syscall is a send (the exit reads the number from the saved registers).  Kernel structures are read
+ * with plain loads through BTF-typed pointers (bpf_get_current_task_btf, bpf_rdonly_cast: the verifier
+ * makes them fault-safe loads), not one bpf_probe_read_kernel helper call per field; the per-thread
+ * state is task storage (one pointer lookup, freed with the thread, never full), not a hash map keyed
+ * by thread that every syscall's exit would search.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -40,10 +50,20 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define MAX_STEPS 4096   /* bpf_loop iterations per call: records + iovecs + messages */
 #define MAX_CMSGS 4
 
+/* The syscall's number and first three arguments in the user's registers (read directly: see
+ * "Cost" above). */
 #if defined(__TARGET_ARCH_x86)
 enum { NR_WRITE = 1, NR_WRITEV = 20, NR_SENDTO = 44, NR_SENDMSG = 46, NR_SENDMMSG = 307 };
+#define REG_NR(r) ((r)->orig_ax)
+#define REG_ARG1(r) ((r)->di)
+#define REG_ARG2(r) ((r)->si)
+#define REG_ARG3(r) ((r)->dx)
 #elif defined(__TARGET_ARCH_arm64)
 enum { NR_WRITE = 64, NR_WRITEV = 66, NR_SENDTO = 206, NR_SENDMSG = 211, NR_SENDMMSG = 269 };
+#define REG_NR(r) ((r)->syscallno)
+#define REG_ARG1(r) ((r)->orig_x0)
+#define REG_ARG2(r) ((r)->regs[1])
+#define REG_ARG3(r) ((r)->regs[2])
 #else
 #error "observe.bpf.c: syscall numbers for this architecture are missing"
 #endif
@@ -55,39 +75,12 @@ const volatile __u32 target_len = 0;    /* abstract socket: unix_address.len (2 
 const volatile char target_name[UDS_OBS_NAME_MAX] = {};   /* sun_path: NUL, then the name */
 const volatile __u32 self_tgid = 0;     /* udsdump itself is never observed */
 
-struct inflight {
-  __u64 ts, conn, peer, arg;
-  __u32 count, nr;
-  __u32 dir;
-};
-
-struct off_key {
-  __u64 conn, dir;
-};
-
-struct {
-  __uint(type, BPF_MAP_TYPE_RINGBUF);
-  __uint(max_entries, UDS_OBS_RING_BYTES);
-} events SEC(".maps");
-
-struct {
-  __uint(type, BPF_MAP_TYPE_LRU_HASH);
-  __uint(max_entries, 16384);
-  __type(key, __u64);             /* pid_tgid of the thread in the call */
-  __type(value, struct inflight);
-} inflight SEC(".maps");
-
-struct {
-  __uint(type, BPF_MAP_TYPE_LRU_HASH);
-  __uint(max_entries, 65536);
-  __type(key, struct off_key);
-  __type(value, __u64);           /* bytes sent so far in this connection and direction */
-} offsets SEC(".maps");
-
-/* The walk over one call's bytes, carried through bpf_loop.  It lives in a map, not on the stack: the
- * verifier then sees its fields as unknown numbers and checks the loop's step once, where stack values
- * that change every round would make it explore every round.  Per thread, not per CPU: a preemptible
- * kernel may run another sender's exit on this CPU in the middle of ours. */
+/* One send in progress on an observed connection: its arguments from the enter, and the walk over its
+ * bytes at the exit.  Per thread, in task storage: found with one pointer lookup, freed with the
+ * thread, never full (a hash map keyed by thread would be a lookup on every syscall's exit, and could
+ * fill up).  The walk is carried through bpf_loop here, not on the stack: the verifier then sees its
+ * fields as unknown numbers and checks the loop's step once, where stack values that change every
+ * round would make it explore every round. */
 struct walk {
   __u64 ts, conn, peer, dir;
   __u64 mmsg;            /* sendmmsg: the mmsghdr array; 0 otherwise */
@@ -97,25 +90,51 @@ struct walk {
   __u64 seg_base, seg_left;
   __u64 msg_left;        /* bytes of the current message not walked yet */
   __u64 off;             /* stream offset of the next byte */
+  __u32 flags;           /* UDS_OBS_F_WAIT for every record of this call */
+};
+
+struct call {
+  __u64 active;          /* set at the enter of a kept send, cleared at its exit */
+  __u64 arg;
+  __u32 count, nr;
+  struct walk w;
 };
 
 struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 16384);
-  __type(key, __u64);             /* pid_tgid */
-  __type(value, struct walk);
-} walks SEC(".maps");
+  __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, int);
+  __type(value, struct call);
+} calls SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, UDS_OBS_RING_BYTES);
+} events SEC(".maps");
+
+/* Per connection and direction (user space reads it too, include/observe-event.h). */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 65536);
+  __type(key, __u64);
+  __type(value, struct uds_obs_stream);
+} streams SEC(".maps");
+
+/* kfunc: a pointer seen as the kernel type btf_id, for plain loads (the verifier turns it into a move) */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define AS(type, p) ((type *)bpf_rdonly_cast((const void *)(p), bpf_core_type_id_kernel(type)))
 
 static __always_inline int is_target(struct unix_sock *u)
 {
   if (target_ino) {
-    struct dentry *d = BPF_CORE_READ(u, path.dentry);
+    struct dentry *d = u->path.dentry;
     if (!d)
       return 0;
-    return BPF_CORE_READ(d, d_inode, i_ino) == target_ino && BPF_CORE_READ(d, d_sb, s_dev) == target_dev;
+    struct inode *i = d->d_inode;
+    return i && i->i_ino == target_ino && d->d_sb->s_dev == target_dev;
   }
-  struct unix_address *a = BPF_CORE_READ(u, addr);
-  if (!a || BPF_CORE_READ(a, len) != (int)target_len)
+  struct unix_address *a = u->addr;
+  if (!a || a->len != (int)target_len)
     return 0;
   char name[UDS_OBS_NAME_MAX];
   if (bpf_probe_read_kernel(name, sizeof name, __builtin_preserve_access_index(&a->name[0].sun_path)))
@@ -131,83 +150,114 @@ static __always_inline int is_target(struct unix_sock *u)
 
 static __always_inline __u64 socket_ino(struct socket *s)
 {
-  return s ? BPF_CORE_READ((struct socket_alloc *)s, vfs_inode.i_ino) : 0;
+  return s ? AS(struct socket_alloc, s)->vfs_inode.i_ino : 0;
+}
+
+static __always_inline int is_send(long nr)
+{
+  return nr == NR_WRITE || nr == NR_WRITEV || nr == NR_SENDTO || nr == NR_SENDMSG || nr == NR_SENDMMSG;
 }
 
 SEC("raw_tracepoint/sys_enter")
 int uds_enter(struct bpf_raw_tracepoint_args *ctx)
 {
   long nr = (long)ctx->args[1];
-  if (nr != NR_WRITE && nr != NR_WRITEV && nr != NR_SENDTO && nr != NR_SENDMSG && nr != NR_SENDMMSG)
+  if (!is_send(nr))
     return 0;
   __u64 id = bpf_get_current_pid_tgid();
   if ((__u32)(id >> 32) == self_tgid)
     return 0;
-  struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-  int fd = (int)PT_REGS_PARM1_CORE_SYSCALL(regs);
+  struct pt_regs *regs = AS(struct pt_regs, ctx->args[0]);
+  int fd = (int)REG_ARG1(regs);
   if (fd < 0)
     return 0;
 
-  struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-  struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-  if (!fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+  struct task_struct *task = bpf_get_current_task_btf();
+  struct files_struct *files = task->files;
+  if (!files)
     return 0;
-  struct file **fdarr = BPF_CORE_READ(fdt, fd);
-  struct file *f = NULL;
-  if (bpf_probe_read_kernel(&f, sizeof f, &fdarr[fd]) || !f)
+  struct fdtable *fdt = files->fdt;
+  if (!fdt || (unsigned int)fd >= fdt->max_fds)
     return 0;
-  struct inode *ino = BPF_CORE_READ(f, f_inode);
-  if (!ino || (BPF_CORE_READ(ino, i_mode) & S_IFMT) != S_IFSOCK)
+  struct file **fdarr = fdt->fd;
+  struct file *fp = NULL;
+  if (bpf_probe_read_kernel(&fp, sizeof fp, &fdarr[fd]) || !fp)
     return 0;
-  struct socket *sock = BPF_CORE_READ(f, private_data);
-  struct sock *sk = sock ? BPF_CORE_READ(sock, sk) : NULL;
-  if (!sk || BPF_CORE_READ(sk, __sk_common.skc_family) != AF_UNIX)
+  struct file *f = AS(struct file, fp);
+  struct inode *ino = f->f_inode;
+  if (!ino || (ino->i_mode & S_IFMT) != S_IFSOCK)
     return 0;
-  struct unix_sock *u = (struct unix_sock *)sk;
-  struct unix_sock *peer = (struct unix_sock *)BPF_CORE_READ(u, peer);
-  if (!peer)
+  struct socket *sock = AS(struct socket, f->private_data);
+  struct sock *sk = sock ? sock->sk : NULL;
+  if (!sk || sk->__sk_common.skc_family != AF_UNIX)
+    return 0;
+  struct unix_sock *u = AS(struct unix_sock, sk);
+  struct sock *peer_sk = u->peer;
+  if (!peer_sk)
     return 0;   /* not connected: an unconnected datagram send, not covered */
+  struct unix_sock *peer = AS(struct unix_sock, peer_sk);
 
-  struct inflight p = { .nr = (__u32)nr };
-  __u64 self = BPF_CORE_READ(ino, i_ino);
-  __u64 other = socket_ino(BPF_CORE_READ(&peer->sk, sk_socket));
+  __u64 self = ino->i_ino, other = socket_ino(peer_sk->sk_socket), conn, peer_ino, dir;
   /* The connection is known by its client end: the server end has no socket (no inode) until the
    * server accepts it, and a client may send before that. */
   if (is_target(u)) {
-    p.dir = 1;          /* the server's end sends: to the client */
-    p.conn = other;
-    p.peer = self;
+    dir = 1;          /* the server's end sends: to the client */
+    conn = other;
+    peer_ino = self;
   } else if (is_target(peer)) {
-    p.dir = 0;
-    p.conn = self;
-    p.peer = other;
+    dir = 0;
+    conn = self;
+    peer_ino = other;
   } else {
     return 0;
   }
-  if (!p.conn)
+  if (!conn)
     return 0;
-  p.ts = bpf_ktime_get_ns();
-  p.arg = PT_REGS_PARM2_CORE_SYSCALL(regs);
-  p.count = (__u32)PT_REGS_PARM3_CORE_SYSCALL(regs);
-  bpf_map_update_elem(&inflight, &id, &p, BPF_ANY);
+  struct call *c = bpf_task_storage_get(&calls, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+  if (!c)
+    return 0;
+  /* This direction has a call in progress: records of the other direction from calls begun later
+   * are marked, and wait for this one's in user space (see "Order" in src/observe.c). */
+  struct uds_obs_stream *st = bpf_map_lookup_elem(&streams, &conn);
+  if (!st) {
+    struct uds_obs_stream zero = {};
+    bpf_map_update_elem(&streams, &conn, &zero, BPF_NOEXIST);
+    st = bpf_map_lookup_elem(&streams, &conn);
+    if (!st)
+      return 0;
+  }
+  __u64 ts = bpf_ktime_get_ns();
+  if (dir) {   /* the index is a constant in each branch: the verifier checks a fixed offset */
+    if (__sync_fetch_and_add(&st->inflight[1], 1) == 0)
+      st->since[1] = ts;
+  } else {
+    if (__sync_fetch_and_add(&st->inflight[0], 1) == 0)
+      st->since[0] = ts;
+  }
+  c->active = 1;
+  c->nr = (__u32)nr;
+  c->arg = REG_ARG2(regs);
+  c->count = (__u32)REG_ARG3(regs);
+  c->w = (struct walk){ .ts = ts, .conn = conn, .peer = peer_ino, .dir = dir };
   return 0;
 }
 
 static __always_inline void fill(struct uds_obs_event *e, const struct walk *w, __u16 kind)
 {
   __u64 id = bpf_get_current_pid_tgid();
-  __u64 ug = bpf_get_current_uid_gid();
+  /* the credentials' ids as bpf_get_current_uid_gid gives them (init namespace), by two loads */
+  const struct cred *cred = bpf_get_current_task_btf()->cred;
   e->ts_ns = w->ts;
   e->conn = w->conn;
   e->peer = w->peer;
   e->off = w->off;
   e->tgid = (__u32)(id >> 32);
-  e->uid = (__u32)ug;
-  e->gid = (__u32)(ug >> 32);
+  e->uid = cred->uid.val;
+  e->gid = cred->gid.val;
   e->len = 0;
   e->kind = kind;
   e->dir = (__u8)w->dir;
-  e->flags = 0;
+  e->flags = (__u8)w->flags;
   bpf_get_current_comm(e->comm, sizeof e->comm);
   e->nfds = 0;
   e->has_creds = 0;
@@ -220,11 +270,13 @@ static __always_inline void fill(struct uds_obs_event *e, const struct walk *w, 
  * the gap. */
 /* User space is not woken for each record (on a busy socket that would be a context switch per send,
  * on the CPUs the observed processes need): it drains the ring on a short timer, and is woken only
- * when the ring is a quarter full. */
-static __always_inline __u64 wakeup_flag(void)
+ * by the record that fills the ring past a quarter.  Only that one: a wakeup is an interrupt raised on
+ * this CPU (in a virtual machine, a trap to the hypervisor), and one per record while user space is
+ * still catching up cost the sender more than the copy of its bytes. */
+static __always_inline __u64 wakeup_flag(__u64 size)
 {
-  return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > UDS_OBS_RING_BYTES / 4 ? BPF_RB_FORCE_WAKEUP
-                                                                                 : BPF_RB_NO_WAKEUP;
+  __u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA), mark = UDS_OBS_RING_BYTES / 4;
+  return avail >= mark && avail < mark + size + 8 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 #define EMIT_FN(name, ROOM)                                                                  \
@@ -238,11 +290,11 @@ static __always_inline __u64 wakeup_flag(void)
     if (k > (ROOM))                                                                          \
       k = (ROOM);                                                                            \
     e->len = k;                                                                              \
-    e->flags = k == w->msg_left ? UDS_OBS_F_END : 0;                                         \
+    e->flags = (k == w->msg_left ? UDS_OBS_F_END : 0) | w->flags;                                       \
     if (k == 0 || bpf_probe_read_user(e->data, k, (const void *)w->seg_base))                \
       bpf_ringbuf_discard(e, 0);                                                             \
     else                                                                                     \
-      bpf_ringbuf_submit(e, wakeup_flag());                                                  \
+      bpf_ringbuf_submit(e, wakeup_flag(sizeof *e + (ROOM)));                                 \
   }
 EMIT_FN(emit_small, UDS_OBS_SMALL)
 EMIT_FN(emit_big, UDS_OBS_CHUNK)
@@ -284,7 +336,7 @@ static __always_inline void emit_control(struct walk *w, const struct user_msghd
     pos += (c.cmsg_len + 7) & ~7ull;
   }
   if (e->nfds || e->has_creds)
-    bpf_ringbuf_submit(e, wakeup_flag());
+    bpf_ringbuf_submit(e, wakeup_flag(sizeof *e));
   else
     bpf_ringbuf_discard(e, 0);
 }
@@ -292,16 +344,10 @@ static __always_inline void emit_control(struct walk *w, const struct user_msghd
 /* Claims `bytes` of the stream: the offset the first of them has. */
 static __always_inline __u64 claim(struct walk *w, __u64 bytes)
 {
-  struct off_key k = { .conn = w->conn, .dir = w->dir };
-  __u64 *v = bpf_map_lookup_elem(&offsets, &k);
-  if (!v) {
-    __u64 zero = 0;
-    bpf_map_update_elem(&offsets, &k, &zero, BPF_NOEXIST);
-    v = bpf_map_lookup_elem(&offsets, &k);
-    if (!v)
-      return 0;
-  }
-  return __sync_fetch_and_add(v, bytes);
+  struct uds_obs_stream *st = bpf_map_lookup_elem(&streams, &w->conn);
+  if (!st)
+    return 0;
+  return w->dir ? __sync_fetch_and_add(&st->off[1], bytes) : __sync_fetch_and_add(&st->off[0], bytes);
 }
 
 static __always_inline void start_msg(struct walk *w, const struct user_msghdr *m, __u64 sent)
@@ -353,46 +399,63 @@ static long step(__u32 i, void *ctx)
   return 0;
 }
 
+/* Ends the call: its records are in the ring before its direction stops counting it as in progress. */
+static __always_inline void call_done(const struct walk *w, struct uds_obs_stream *st)
+{
+  if (!st)
+    return;
+  if (w->dir)
+    __sync_fetch_and_add(&st->inflight[1], -1);
+  else
+    __sync_fetch_and_add(&st->inflight[0], -1);
+}
+
 SEC("raw_tracepoint/sys_exit")
 int uds_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-  __u64 id = bpf_get_current_pid_tgid();
-  struct inflight *pp = bpf_map_lookup_elem(&inflight, &id);
-  if (!pp)
+  struct pt_regs *regs = AS(struct pt_regs, ctx->args[0]);
+  if (!is_send((long)REG_NR(regs)))
+    return 0;   /* every other syscall of the host leaves here */
+  struct call *c = bpf_task_storage_get(&calls, bpf_get_current_task_btf(), 0, 0);
+  if (!c || !c->active)
     return 0;
-  struct inflight p = *pp;
-  bpf_map_delete_elem(&inflight, &id);
+  c->active = 0;
+  struct walk *w = &c->w;
+  struct uds_obs_stream *st = bpf_map_lookup_elem(&streams, &w->conn);
   long ret = (long)ctx->args[1];
-  if (ret <= 0)
-    return 0;
+  if (ret <= 0 || !st)
+    goto out;
 
-  struct walk init = { .ts = p.ts, .conn = p.conn, .peer = p.peer, .dir = p.dir };
-  if (bpf_map_update_elem(&walks, &id, &init, BPF_ANY))
-    return 0;
-  struct walk *w = bpf_map_lookup_elem(&walks, &id);
-  if (!w)
-    return 0;
-  if (p.nr == NR_WRITE || p.nr == NR_SENDTO) {
-    w->seg_base = p.arg;
+  /* The other direction has a call in progress that began before this one: it may be what this call
+   * answers, so this call's records wait for it in user space. */
+  __u64 other_n = w->dir ? st->inflight[0] : st->inflight[1];
+  __u64 other_since = w->dir ? st->since[0] : st->since[1];
+  w->flags = other_n > 0 && other_since <= w->ts ? UDS_OBS_F_WAIT : 0;
+  if (c->nr == NR_WRITE || c->nr == NR_SENDTO) {
+    w->seg_base = c->arg;
     w->seg_left = w->msg_left = (__u64)ret;
-    w->off = claim(w, (__u64)ret);
-  } else if (p.nr == NR_WRITEV) {
-    w->iov = p.arg;
-    w->niov = p.count;
+    w->off = w->dir ? __sync_fetch_and_add(&st->off[1], (__u64)ret) : __sync_fetch_and_add(&st->off[0], (__u64)ret);
+    if (ret <= UDS_OBS_SMALL) {   /* the common small send: one record, no loop */
+      emit_small(w, (__u32)ret);
+      goto out;
+    }
+  } else if (c->nr == NR_WRITEV) {
+    w->iov = c->arg;
+    w->niov = c->count;
     w->msg_left = (__u64)ret;
-    w->off = claim(w, (__u64)ret);
-  } else if (p.nr == NR_SENDMSG) {
+    w->off = w->dir ? __sync_fetch_and_add(&st->off[1], (__u64)ret) : __sync_fetch_and_add(&st->off[0], (__u64)ret);
+  } else if (c->nr == NR_SENDMSG) {
     struct user_msghdr m;
-    if (bpf_probe_read_user(&m, sizeof m, (const void *)p.arg))
+    if (bpf_probe_read_user(&m, sizeof m, (const void *)c->arg))
       goto out;
     start_msg(w, &m, (__u64)ret);
   } else {
-    w->mmsg = p.arg;
+    w->mmsg = c->arg;
     w->nmsgs = (__u32)ret;   /* messages sent; each mmsghdr's msg_len says how much of it */
   }
   struct step_ctx sc = { .w = w };
   bpf_loop(MAX_STEPS, step, &sc, 0);
 out:
-  bpf_map_delete_elem(&walks, &id);
+  call_done(w, st);
   return 0;
 }

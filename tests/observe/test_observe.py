@@ -17,6 +17,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import unittest
 import uuid
@@ -32,7 +33,7 @@ import wireshark as W  # noqa: E402
 
 FORK_SERVER = os.path.join(SRCDIR, "tests", "reliability", "fork_server.py")
 META_OPEN, META_DROP, META_ANCILLARY, META_SENDER = 1, 3, 4, 6
-TLV_CLIENT_PID, TLV_FD_COUNT, TLV_FD_DESC, TLV_SENDER_PID, TLV_SENDER_COMM = 3, 11, 12, 21, 24
+TLV_CLIENT_PID, TLV_DROPPED_BYTES, TLV_FD_COUNT, TLV_FD_DESC, TLV_SENDER_PID, TLV_SENDER_COMM = 3, 10, 11, 12, 21, 24
 OUR_PROGS = ("uds_enter", "uds_exit")
 IN_MODIFY = 0x2
 
@@ -95,15 +96,16 @@ def ours_loaded(timeout=10):
 
 def flows(pcap):
     """Per connection id: its OPEN metadata, the bytes of each direction, the senders of each direction
-    (in order, from SENDER frames), the DROP count and the ANCILLARY frames."""
+    (in order, from SENDER frames), the DROP count, the bytes the DROPs report per direction, the
+    ANCILLARY frames, and the data frames' directions and sizes in capture order."""
     out, by_tuple = {}, {}
     for _, fr in pcap_frames(pcap):
         m = parse_meta(fr)
         if m is not None:
             if m["event"] == 5:
                 continue
-            f = out.setdefault(m["conn"], {"open": None, "data": [b"", b""], "senders": [[], []], "drops": 0,
-                                           "anc": [], "msgs": [[], []]})
+            f = out.setdefault(m["conn"], {"open": None, "data": [bytearray(), bytearray()], "senders": [[], []], "drops": 0,
+                                           "dropped": [0, 0], "anc": [], "msgs": [[], []], "order": []})
             by_tuple[(m["cip"], m["cport"])] = f
             if m["event"] == META_OPEN:
                 f["open"] = m
@@ -112,6 +114,7 @@ def flows(pcap):
                                                m["tlv"].get(TLV_SENDER_COMM, [b""])[0].decode()))
             elif m["event"] == META_DROP:
                 f["drops"] += 1
+                f["dropped"][m["dir"]] += sum(int.from_bytes(v, "big") for v in m["tlv"].get(TLV_DROPPED_BYTES, []))
             elif m["event"] == META_ANCILLARY:
                 f["anc"].append(m)
             continue
@@ -129,9 +132,13 @@ def flows(pcap):
         for key, d in (((src, sport), 0), ((dst, dport), 1)):
             if key in by_tuple:
                 by_tuple[key]["data"][d] += payload
+                if payload:
+                    by_tuple[key]["order"].append((d, len(payload)))
                 if fr[23] == 17:
                     by_tuple[key]["msgs"][d].append(payload)
                 break
+    for f in out.values():
+        f["data"] = [bytes(d) for d in f["data"]]   # built in place: a large capture is no quadratic copy
     return out
 
 
@@ -335,6 +342,49 @@ class ObserveTest(UdsTestCase):
         s.close()
         self.assertEqual(reply.strip().decode(), sha256(data), "the transfer completes untouched")
         self.assertEqual(ours_loaded(), [], "nothing stays attached after SIGKILL")
+
+    def test_reply_never_before_its_request(self):
+        # A reply's send can end before its request's send has (the requester was merely slow to be
+        # scheduled again); the capture still shows every request before the reply it caused.
+        path = os.path.join(self.tmp, "pingpong.sock")
+        self.start_echo(path, "echo")
+        c = self.client(path, 300)
+        p = self.observe("unix:" + path)
+        sent, replies = self.exchange(c, 300)
+        pcap, _ = self.stop_udsdump(p)
+        flow = self.check_lines(pcap, c, sent, replies)
+        seen = [0, 0]
+        for d, n in flow["order"]:
+            seen[d] += n
+            self.assertLessEqual(seen[1], seen[0], "an echo reply before the request it echoes")
+
+    def test_losses_are_drop_frames(self):
+        # The reader reads nothing while a transfer larger than the kernel's ring passes: udsdump stops
+        # draining the ring, the ring overflows, and the bytes it had no room for are DROP frames with
+        # their count, never silent; the transfer itself is untouched.
+        block = os.urandom(1 << 20)
+        total = 192 << 20
+        path = os.path.join(self.tmp, "overflow.sock")
+        self.start_echo(path, "stream")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        p = self.start_udsdump(None, "--mode", "observe", iface="unix:" + path, drain=False)
+        for _ in range(total // len(block)):
+            s.sendall(block)
+        s.shutdown(socket.SHUT_WR)
+        reply = s.makefile("rb").readline()
+        s.close()
+        self.assertEqual(reply.strip().decode(), sha256(block * (total // len(block))), "the transfer is untouched")
+        p.chunks = []
+        p.reader = threading.Thread(target=self._drain, args=(p,), daemon=True)
+        p.reader.start()
+        pcap, _ = self.stop_udsdump(p)
+        (flow,) = flows(pcap).values()
+        got = flow["data"][0]
+        self.assertGreater(flow["drops"], 0, "the overflow is shown")
+        self.assertGreater(flow["dropped"][0], 0)
+        self.assertEqual(len(got) + flow["dropped"][0], total, "captured + reported lost = sent")
+        self.assertEqual(got[:16 << 20], (block * 16)[:16 << 20], "what was captured is exact")
 
     def test_requirements_not_root(self):
         path = os.path.join(self.tmp, "x.sock")
