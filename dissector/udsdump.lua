@@ -224,7 +224,7 @@ end
 
 local function make_client_label(c)
     local comm = c.comm ~= "" and c.comm or nil
-    if comm and c.pid then
+    if comm and c.pid and c.pid > 0 then
         return comm .. "[" .. c.pid .. "]"
     elseif comm then
         return comm
@@ -572,7 +572,8 @@ local function dissect_meta(tvb, pinfo, tree)
         end
     elseif event == EV_SENDER then
         local snd = { pid = v.sender_pid, uid = v.sender_uid, gid = v.sender_gid, comm = v.sender_comm }
-        snd.label = (snd.comm or "?") .. "[" .. tostring(snd.pid or "?") .. "]"
+        -- pid 0: a process udsdump cannot name (outside its pid namespace): its name only
+        snd.label = (snd.comm or "?") .. ((snd.pid or 0) > 0 and ("[" .. snd.pid .. "]") or "")
         info = "sent by " .. snd.label .. " " .. (DIR_NAMES[dir] or "")
         if c and not pinfo.visited and (dir == DIR_C2S or dir == DIR_S2C) then
             cur_sender[c] = cur_sender[c] or {}

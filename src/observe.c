@@ -242,6 +242,20 @@ static gboolean find_target(UdsObserve *o, struct observe_bpf *skel, GError **er
   return TRUE;
 }
 
+/* The initial pid namespace's inode (PROC_PID_INIT_INO): there, the kernel's own pids are ours. */
+#define INIT_PIDNS_INO 0xEFFFFFFCu
+
+/* Tells the program udsdump's pid namespace, so that records carry the pids udsdump and its user see
+ * (see observe.bpf.c).  The helper compares the kernel's dev_t of nsfs, which stat() returns encoded. */
+static void set_pid_namespace(struct observe_bpf *skel)
+{
+  struct stat st;
+  if (stat("/proc/self/ns/pid", &st) != 0 || st.st_ino == INIT_PIDNS_INO)
+    return;
+  skel->rodata->pidns_dev = (__u64)major(st.st_dev) << 20 | minor(st.st_dev);
+  skel->rodata->pidns_ino = st.st_ino;
+}
+
 UdsObserve *uds_observe_start(const char *name, GError **error)
 {
   if (uds_priv_capability_mode() && !uds_priv_has(UDS_PRIV_OBSERVE)) {
@@ -273,6 +287,7 @@ UdsObserve *uds_observe_start(const char *name, GError **error)
     g_set_error(error, UDS_ERROR, UDS_ERROR_SYSTEM, "cannot open the observe program: %s", g_strerror(-err));
   } else if (find_target(o, o->skel, error)) {
     o->skel->rodata->self_tgid = (__u32)getpid();
+    set_pid_namespace(o->skel);
     UdsCaps was = uds_priv_raise(UDS_PRIV_OBSERVE);
     err = observe_bpf__load(o->skel);
     int attach_err = err ? 0 : observe_bpf__attach(o->skel);

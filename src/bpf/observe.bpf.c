@@ -73,7 +73,12 @@ const volatile __u64 target_ino = 0;    /* path socket: the socket file's inode 
 const volatile __u32 target_dev = 0;    /* ... and the kernel's dev_t of its filesystem */
 const volatile __u32 target_len = 0;    /* abstract socket: unix_address.len (2 + 1 + name) */
 const volatile char target_name[UDS_OBS_NAME_MAX] = {};   /* sun_path: NUL, then the name */
-const volatile __u32 self_tgid = 0;     /* udsdump itself is never observed */
+const volatile __u32 self_tgid = 0;     /* udsdump itself is never observed (a pid of pidns_*) */
+/* udsdump's pid namespace (nsfs dev_t and inode), or 0: the initial one.  Pids go into records as
+ * udsdump names them: a udsdump in a container must not label frames with the host's pids, which
+ * neither it nor its user can look up. */
+const volatile __u64 pidns_dev = 0;
+const volatile __u64 pidns_ino = 0;
 
 /* One send in progress on an observed connection: its arguments from the enter, and the walk over its
  * bytes at the exit.  Per thread, in task storage: found with one pointer lookup, freed with the
@@ -153,6 +158,18 @@ static __always_inline __u64 socket_ino(struct socket *s)
   return s ? AS(struct socket_alloc, s)->vfs_inode.i_ino : 0;
 }
 
+/* The current process's pid in udsdump's pid namespace; 0 when it has none there (a process outside
+ * it, or in a namespace nested below it: the kernel translates only into the task's own namespace). */
+static __always_inline __u32 visible_tgid(void)
+{
+  if (!pidns_ino)
+    return (__u32)(bpf_get_current_pid_tgid() >> 32);
+  struct bpf_pidns_info ns;
+  if (bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, &ns, sizeof ns) != 0)
+    return 0;
+  return ns.tgid;
+}
+
 static __always_inline int is_send(long nr)
 {
   return nr == NR_WRITE || nr == NR_WRITEV || nr == NR_SENDTO || nr == NR_SENDMSG || nr == NR_SENDMMSG;
@@ -163,9 +180,6 @@ int uds_enter(struct bpf_raw_tracepoint_args *ctx)
 {
   long nr = (long)ctx->args[1];
   if (!is_send(nr))
-    return 0;
-  __u64 id = bpf_get_current_pid_tgid();
-  if ((__u32)(id >> 32) == self_tgid)
     return 0;
   struct pt_regs *regs = AS(struct pt_regs, ctx->args[0]);
   int fd = (int)REG_ARG1(regs);
@@ -213,6 +227,8 @@ int uds_enter(struct bpf_raw_tracepoint_args *ctx)
   }
   if (!conn)
     return 0;
+  if (visible_tgid() == self_tgid)
+    return 0;   /* (checked only now: a pid namespace's lookup is not free, and most sends stop above) */
   struct call *c = bpf_task_storage_get(&calls, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
   if (!c)
     return 0;
@@ -244,14 +260,13 @@ int uds_enter(struct bpf_raw_tracepoint_args *ctx)
 
 static __always_inline void fill(struct uds_obs_event *e, const struct walk *w, __u16 kind)
 {
-  __u64 id = bpf_get_current_pid_tgid();
   /* the credentials' ids as bpf_get_current_uid_gid gives them (init namespace), by two loads */
   const struct cred *cred = bpf_get_current_task_btf()->cred;
   e->ts_ns = w->ts;
   e->conn = w->conn;
   e->peer = w->peer;
   e->off = w->off;
-  e->tgid = (__u32)(id >> 32);
+  e->tgid = visible_tgid();
   e->uid = cred->uid.val;
   e->gid = cred->gid.val;
   e->len = 0;

@@ -242,10 +242,11 @@ class UdsTestCase(unittest.TestCase):
         self._wait_ready(fifo, p, "the echo server")
         return p
 
-    def start_udsdump(self, path, *args, iface=None, stdout=subprocess.PIPE, drain=True):
+    def start_udsdump(self, path, *args, iface=None, stdout=subprocess.PIPE, drain=True, prefix=()):
         """Starts a capture on PATH with the pcap on a pipe; returns once the relay is interposed
-        (the pcap file header arrived).  The caller owns p.stdout's remaining bytes."""
-        argv = [UDSDUMP, "--capture", "--extcap-interface", iface or ("unix:" + path), "--fifo", "-",
+        (the pcap file header arrived).  The caller owns p.stdout's remaining bytes.  prefix: a
+        command udsdump runs under (e.g. unshare)."""
+        argv = [*prefix, UDSDUMP, "--capture", "--extcap-interface", iface or ("unix:" + path), "--fifo", "-",
                 "--log-level", "debug", "--log-file", os.path.join(self.logdir, "udsdump.log"), *args]
         p = self.spawn(argv, stdout=stdout, stderr=subprocess.PIPE)
         if stdout is subprocess.PIPE:

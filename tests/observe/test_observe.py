@@ -212,6 +212,29 @@ class ObserveTest(UdsTestCase):
         self.assertEqual(ident(path), before, "the socket's inode never changed")
         self.assertEqual(self.listing(), listing)
 
+    def test_pid_namespace_of_its_own_names_no_host_pid(self):
+        """udsdump in a pid namespace of its own, as in a container: the host's client has no pid there,
+        so its connection and its chunks are labelled 0 ("none"), never with a host pid that udsdump
+        and its user cannot look up; the bytes are exact all the same."""
+        path = os.path.join(self.tmp, "echo.sock")
+        self.start_echo(path, "echo")
+        c = self.client(path, 5)
+        p = self.start_udsdump(None, "--mode", "observe", iface="unix:" + path,
+                               prefix=["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"])
+        sent, replies = self.exchange(c, 5)
+        # unshare waits out SIGTERM; udsdump (its child, pid 1 of the new namespace) is stopped with it
+        with open("/proc/%d/task/%d/children" % (p.pid, p.pid)) as f:
+            (ud,) = [int(x) for x in f.read().split()]
+        os.kill(ud, signal.SIGTERM)
+        pcap, err = self.stop_udsdump(p, sig=None)
+        f = flows(pcap)
+        self.assertEqual(len(f), 1, (f, err))
+        (flow,) = f.values()
+        self.assertEqual(u32(flow["open"]["tlv"][TLV_CLIENT_PID][0]), 0, "no host pid in the label")
+        self.assertLessEqual({pid for pid, _ in flow["senders"][0]}, {0}, "nor in the chunks' senders")
+        self.assertEqual(flow["data"][0], b"".join(sent), "every line, exact")
+        self.assertTrue(flow["data"][1].endswith(b"".join(replies)), "every reply, exact")
+
     def test_abstract_socket(self):
         name = "@udsdump-test-" + uuid.uuid4().hex
         # echo_server.py binds paths: the abstract listener is this test's own socket.
