@@ -256,6 +256,21 @@ static void set_pid_namespace(struct observe_bpf *skel)
   skel->rodata->pidns_ino = st.st_ino;
 }
 
+/* sys_exit before sys_enter: a send caught between two attaches in the other order would be counted in
+ * progress at its enter and never ended (its exit unseen), and hold the other direction's records for
+ * the connection's life; in this order an exit without its enter is ignored.  The links are the
+ * skeleton's: observe_bpf__destroy releases them. */
+static int attach_programs(struct observe_bpf *skel)
+{
+  skel->links.uds_exit = bpf_program__attach(skel->progs.uds_exit);
+  if (!skel->links.uds_exit)
+    return -errno;
+  skel->links.uds_enter = bpf_program__attach(skel->progs.uds_enter);
+  if (!skel->links.uds_enter)
+    return -errno;
+  return 0;
+}
+
 UdsObserve *uds_observe_start(const char *name, GError **error)
 {
   if (uds_priv_capability_mode() && !uds_priv_has(UDS_PRIV_OBSERVE)) {
@@ -290,7 +305,7 @@ UdsObserve *uds_observe_start(const char *name, GError **error)
     set_pid_namespace(o->skel);
     UdsCaps was = uds_priv_raise(UDS_PRIV_OBSERVE);
     err = observe_bpf__load(o->skel);
-    int attach_err = err ? 0 : observe_bpf__attach(o->skel);
+    int attach_err = err ? 0 : attach_programs(o->skel);
     uds_priv_restore(was);
     if (err && strstr(libbpf_log->str, "BEGIN PROG LOAD LOG")) {
       g_autofree char *why = verifier_reason(libbpf_log->str);
@@ -769,9 +784,20 @@ static void release_held(UdsObserve *o, gboolean all)
   }
   if (g_hash_table_size(blocked) == o->held->len)
     return;
-  /* The records of the calls that ended are in the ring now: they join their connection's. */
-  if (!all)
+  /* The records of the calls that ended are in the ring now: they join their connection's.  If the
+   * ring could not be read to its end, a request may still be in it: nothing is released before it.
+   * Records the consume added (held ones among them) have their own waits. */
+  if (!all) {
+    guint before = o->held->len;
     consume_ring(o);
+    if (o->ring_behind)
+      return;
+    for (guint i = before; i < o->held->len; i++) {
+      Held *h = g_ptr_array_index(o->held, i);
+      if (!g_hash_table_contains(blocked, &h->e.conn) && !wait_over(o, &h->e, now))
+        g_hash_table_add(blocked, &h->e.conn);
+    }
+  }
   g_ptr_array_sort(o->held, held_cmp);
   guint keep = 0;
   for (guint i = 0; i < o->held->len; i++) {
@@ -897,6 +923,13 @@ static int socket_alive(UdsObserve *o, guint64 ino)
   }
 }
 
+/* Whether connection c may end now: no record of it waits to be ordered, no byte of it waits in the
+ * payload pipe (pend_conn points at it until they have gone). */
+static gboolean may_end(UdsObserve *o, const ObsConn *c)
+{
+  return c->held == 0 && !(o->pend_len && o->pend_conn == c);
+}
+
 /* Connections whose client end no longer exists have ended. */
 static void reap_connections(UdsObserve *o)
 {
@@ -905,23 +938,18 @@ static void reap_connections(UdsObserve *o)
   consume_ring(o);   /* their last bytes first */
   release_held(o, FALSE);
   /* A connection with records still waiting in the ring for the capture to have room ends at a
-   * later tick, after them ... */
-  if (o->ring_behind)
+   * later tick, after them. */
+  if (o->ring_behind || o->pipe_stuck)
     return;
-  /* ... and so does one with records waiting to be ordered. */
-  g_autoptr(GHashTable) waiting = g_hash_table_new(g_int64_hash, g_int64_equal);
-  for (guint i = 0; i < o->held->len; i++)
-    g_hash_table_add(waiting, &((Held *)g_ptr_array_index(o->held, i))->e.conn);
   g_autoptr(GHashTable) listed = NULL;   /* /proc/net/unix's inodes, read if unix_diag fails */
   g_autoptr(GArray) inodes = NULL;
-  struct timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
+  g_autoptr(GPtrArray) dead = g_ptr_array_new();
   GHashTableIter it;
-  gpointer key, value;
+  gpointer value;
   g_hash_table_iter_init(&it, o->conns);
-  while (g_hash_table_iter_next(&it, &key, &value)) {
+  while (g_hash_table_iter_next(&it, NULL, &value)) {
     ObsConn *c = value;
-    if (g_hash_table_contains(waiting, &c->conn))
+    if (!may_end(o, c))
       continue;
     int alive = socket_alive(o, c->conn);
     if (alive < 0) {
@@ -929,10 +957,26 @@ static void reap_connections(UdsObserve *o)
         return;
       alive = g_hash_table_contains(listed, &c->conn);
     }
-    if (alive)
+    if (!alive)
+      g_ptr_array_add(dead, c);
+  }
+  if (dead->len == 0)
+    return;
+  /* A client may have sent its last bytes between the consume above and the look at its socket: they
+   * are in the ring now (a process that is gone sends no more), and must be captured, not reported
+   * lost by conn_end; if the ring cannot be read to its end, the ending waits for a later tick. */
+  consume_ring(o);
+  release_held(o, FALSE);
+  if (o->ring_behind || o->pipe_stuck)
+    return;
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  for (guint i = 0; i < dead->len; i++) {
+    ObsConn *c = g_ptr_array_index(dead, i);
+    if (!may_end(o, c))
       continue;
     conn_end(o, c, &now);
-    g_hash_table_iter_remove(&it);
+    g_hash_table_remove(o->conns, &c->conn);
   }
 }
 
@@ -1134,6 +1178,7 @@ gboolean uds_observe_run(UdsObserve *o, UdsCapture *cap, UdsObserveStats *stats,
     ring_buffer__consume(o->ring);   /* into the capture's queue, past its bound: it is the end */
   pipe_out(o);
   release_held(o, TRUE);
+  pipe_out(o);   /* what those put into the pipe: by memory if the capture's pipe is full */
   /* Connections still open: what the kernel counted beyond what arrived was lost, and is reported. */
   GHashTableIter it;
   gpointer value;
