@@ -330,6 +330,9 @@ UdsObserve *uds_observe_start(const char *name, GError **error)
   libbpf_set_print(NULL);
   if (err)
     return NULL;
+  /* Attached: CAP_PERFMON has served (a tracing program's load); from here bpf() calls need CAP_BPF at
+   * most, and /proc the listing's.  Dropped for good (a no-op outside the group install). */
+  uds_priv_keep_only(UDS_CAP(CAP_BPF) | UDS_PRIV_LIST);
   uds_info("observing %s: programs attached to raw_tracepoint/sys_enter and sys_exit", name);
   return g_steal_pointer(&o);
 }
