@@ -65,15 +65,20 @@ class DockerTest(E2eCase):
                                       stdout=log, stderr=subprocess.STDOUT)
         up = watch.wait(lambda: os.path.exists(self.dsock) or self.dockerd.poll() is not None, 60)
         watch.close()
+        # The socket exists before the API answers: the server's version, asked until it comes (the
+        # client's part of `docker version` prints whether or not a server answers).
+        deadline = time.monotonic() + 60
+        while up and self.dockerd.poll() is None and time.monotonic() < deadline:
+            if self.docker("version", "--format", "{{.Server.Version}}", check=False):
+                break
+            time.sleep(0.2)   # a state polled, not an event: dockerd says nothing when it is ready
         if not up or self.dockerd.poll() is not None:
             with open(self.dlog, errors="replace") as f:
                 tail = f.read()[-600:]
             self.stop_docker()
             self.skipTest("dockerd cannot run here: " + tail.replace("\n", " | "))
-        # The socket exists before the API answers: `docker version` waits for it.
-        deadline = time.monotonic() + 60
-        while self.docker("version", check=False) == "" and time.monotonic() < deadline:
-            self.dockerd.wait(timeout=0.2) if self.dockerd.poll() is not None else None
+        self.assertTrue(self.docker("version", "--format", "{{.Server.Version}}", check=False),
+                        "dockerd never answered in 60 s")
 
     def import_image(self):
         root = os.path.join(self.tmp, "rootfs")
