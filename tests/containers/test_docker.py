@@ -75,7 +75,7 @@ class DockerTest(E2eCase):
         if not up or self.dockerd.poll() is not None:
             with open(self.dlog, errors="replace") as f:
                 tail = f.read()[-600:]
-            self.stop_docker()
+            self.stop_docker(check=False)   # what a dockerd that died left is cleaned, not judged
             self.skipTest("dockerd cannot run here: " + tail.replace("\n", " | "))
         self.assertTrue(self.docker("version", "--format", "{{.Server.Version}}", check=False),
                         "dockerd never answered in 60 s")
@@ -116,7 +116,7 @@ class DockerTest(E2eCase):
         self.assertTrue(pid > 0 and info["State"]["Running"], info["State"])
         return info["State"]["Pid"]
 
-    def stop_docker(self):
+    def stop_docker(self, check=True):
         for name in getattr(self, "containers", []):
             self.docker("rm", "-f", name, check=False)
         if getattr(self, "dockerd", None) and self.dockerd.poll() is None:
@@ -126,7 +126,8 @@ class DockerTest(E2eCase):
             left = [l.split()[1] for l in f if self.tmp in l]
         for m in reversed(left):
             subprocess.run(["umount", "-l", m], stderr=subprocess.DEVNULL)
-        self.assertEqual(left, [], "dockerd left mounts behind")
+        if check:
+            self.assertEqual(left, [], "dockerd left mounts behind")
 
     def start_server(self):
         self.containers = []
