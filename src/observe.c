@@ -753,6 +753,20 @@ static guint64 mono_ns(void)
   return (guint64)t.tv_sec * 1000000000u + (guint64)t.tv_nsec;
 }
 
+/* The kernel's counts for connection conn (the streams map), under CAP_BPF as every bpf() call (see
+ * the top); forget: the connection has ended, its entry goes too.  FALSE: the kernel has none. */
+static gboolean stream_counts(UdsObserve *o, guint64 conn, struct uds_obs_stream *st, gboolean forget)
+{
+  __u64 key = conn;
+  int fd = bpf_map__fd(o->skel->maps.streams);
+  UdsCaps was = uds_priv_raise(UDS_CAP(CAP_BPF));
+  int r = bpf_map_lookup_elem(fd, &key, st);
+  if (r == 0 && forget)
+    bpf_map_delete_elem(fd, &key);
+  uds_priv_restore(was);
+  return r == 0;
+}
+
 /* Whether the calls a marked record waits for have ended: the kernel's count of calls in progress in
  * the other direction has none begun before it (their records are then in the ring), or it has
  * waited long enough. */
@@ -760,12 +774,8 @@ static gboolean wait_over(UdsObserve *o, const struct uds_obs_event *e, guint64 
 {
   if (!(e->flags & UDS_OBS_F_WAIT) || e->ts_ns + REORDER_NS <= now || o->held_bytes > REORDER_MAX_BYTES)
     return TRUE;
-  __u64 key = e->conn;
   struct uds_obs_stream st;
-  UdsCaps was = uds_priv_raise(UDS_CAP(CAP_BPF));   /* as for every bpf() call (see the top) */
-  int r = bpf_map_lookup_elem(bpf_map__fd(o->skel->maps.streams), &key, &st);
-  uds_priv_restore(was);
-  if (r != 0)
+  if (!stream_counts(o, e->conn, &st, FALSE))
     return TRUE;
   int other = !e->dir;
   return st.inflight[other] == 0 || st.since[other] > e->ts_ns;
@@ -832,16 +842,9 @@ static int held_timeout_ms(UdsObserve *o)
 /* Bytes the kernel counted per direction of c that never arrived (the last records of a connection). */
 static void kernel_tail_loss(UdsObserve *o, ObsConn *c, guint64 lost[2])
 {
-  __u64 key = c->conn;
   struct uds_obs_stream st;
-  int fd = bpf_map__fd(o->skel->maps.streams);
   lost[0] = lost[1] = 0;
-  UdsCaps was = uds_priv_raise(UDS_CAP(CAP_BPF));
-  int r = bpf_map_lookup_elem(fd, &key, &st);
-  if (r == 0)
-    bpf_map_delete_elem(fd, &key);
-  uds_priv_restore(was);
-  if (r != 0)
+  if (!stream_counts(o, c->conn, &st, TRUE))
     return;
   for (int d = 0; d < 2; d++)
     lost[d] = st.off[d] > c->next_off[d] ? st.off[d] - c->next_off[d] : 0;
