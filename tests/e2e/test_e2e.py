@@ -226,7 +226,10 @@ class E2eCase(UdsTestCase):
         """The socket is the original inode again, the folder as before, no udsdump running exe.
         Returns how long after `since` (default: now) the socket was back."""
         t0 = since if since is not None else time.monotonic()
-        self.watch.wait(lambda: os.path.exists(self.path) and not self.interposed(), timeout)
+        # The guardian exchanges the backup back over PATH, then unlinks what the exchange left under the
+        # backup's name: the folder is as before only after the second step.
+        self.watch.wait(lambda: os.path.exists(self.path) and not self.interposed()
+                        and sorted(os.listdir(self.srv)) == self.before, timeout)
         took = time.monotonic() - t0
         self.assertEqual(ident(self.path), self.orig, "PATH must be the original socket again")
         self.assertEqual(sorted(os.listdir(self.srv)), self.before, "nothing of udsdump's may stay in the folder")
