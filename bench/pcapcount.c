@@ -8,7 +8,8 @@
  * before its relay is in place, so this is the runner's readiness signal), then at EOF one line:
  *   records= c2s_bytes= s2c_bytes= data_frames= syn= fin= rst= meta= drop_frames= dropped_bytes=
  *   truncated= verify_errors= verified_bytes= partial=
- * c2s/s2c_bytes are the TCP payload lengths of the frames (the IPv4 total length less the headers),
+ * c2s/s2c_bytes are the TCP payload lengths of the frames (the IPv4 total length, or when it is 0 the
+ * frame's, less the headers),
  * per direction: the client-to-server direction is the one whose destination is the server address
  * 10.x.y.1 (docs/capture-format.md).  With every byte captured they equal what the clients and the
  * server sent; drop_frames counts metadata frames of type DROP and dropped_bytes what they report.
@@ -123,7 +124,8 @@ static void frame_head(Stats *st, const uint8_t *head, size_t hlen, uint32_t inc
     return;
   const uint8_t *tcp = ip + ihl;
   size_t doff = (size_t)(tcp[12] >> 4) * 4;
-  uint16_t total = be16(ip + 2);
+  /* A total length of 0 is a segment longer than 16 bits can say: the frame's (Wireshark's reading). */
+  size_t total = be16(ip + 2) ? be16(ip + 2) : (size_t)orig - 14;
   if (total < ihl + doff)
     return;
   size_t plen = total - ihl - doff;

@@ -77,6 +77,8 @@ typedef struct {
   guint64 connections, frames, bytes;           /* captured */
   guint64 dropped_frames, dropped_bytes;        /* lost to a slow reader */
   guint64 filtered_frames;                      /* rejected by the filters */
+  guint64 short_tees;   /* zero copy: frames whose payload the assembly pipe took only in part (the rest
+                         * followed through the staging pipe; capture.c, "The short way") */
 } UdsCaptureStats;
 
 typedef struct UdsCapture UdsCapture;

@@ -22,6 +22,10 @@
 #define UDS_FRAME_IP_MAX 65535                 /* IPv4 total length */
 #define UDS_FRAME_TCP_MSS (UDS_FRAME_IP_MAX - UDS_FRAME_IP_LEN - UDS_FRAME_TCP_LEN)   /* 65495 */
 #define UDS_FRAME_UDP_MAX (UDS_FRAME_IP_MAX - UDS_FRAME_IP_LEN - UDS_FRAME_UDP_LEN)   /* 65507 */
+/* Wireshark (dumpcap) and libpcap refuse pcap records longer than this. */
+#define UDS_FRAME_RECORD_MAX 262144
+/* A spliced segment (uds_frame_tcp_unsummed) may carry this much: one frame per spliced batch. */
+#define UDS_FRAME_TCP_SPLICE_MSS (UDS_FRAME_RECORD_MAX - UDS_FRAME_ETH_LEN - UDS_FRAME_IP_LEN - UDS_FRAME_TCP_LEN)
 #define UDS_FRAME_TCP_WSCALE 14                /* window 65535 << 14: never "window full" */
 #define UDS_FRAME_TCP_WINDOW 65535
 /* The first fragment of a large datagram carries this many IP payload bytes (a multiple of 8). */
@@ -86,8 +90,10 @@ gsize uds_frame_tcp(guint8 *out, const UdsFrameEnds *e, guint16 ip_id, const Uds
                     const guint8 *payload, gsize len, gsize copy_len, gsize *wire_len);
 /* The headers of such a segment for a payload that is not in memory (the relay spliced it from one
  * socket to the other and into the capture without reading it): the same frame as uds_frame_tcp but
- * with TCP checksum 0, which Wireshark shows as unverified.  Writes and returns the header length; the
- * payload follows it in the capture. */
+ * with TCP checksum 0, which Wireshark shows as unverified, and len up to UDS_FRAME_TCP_SPLICE_MSS:
+ * past UDS_FRAME_TCP_MSS the IPv4 total length is 0 (as captured with TCP segmentation offload), which
+ * Wireshark reads as the frame's.  Writes and returns the header length; the payload follows it in the
+ * capture. */
 gsize uds_frame_tcp_unsummed(guint8 *out, const UdsFrameEnds *e, guint16 ip_id, const UdsTcpFields *t, gsize len);
 /* Header bytes uds_frame_tcp writes before the payload. */
 gsize uds_frame_tcp_header_len(const UdsTcpFields *t);

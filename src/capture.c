@@ -32,12 +32,21 @@
  * staged bytes count against the same bound as the queue's.  Whatever needs the bytes themselves (the
  * text view, a libpcap filter, a snap length, -c) keeps the copy path.
  *
- * Assembly.  Headers and staged payload alternate, two writes per frame of at most 64 KiB; written
- * straight to Wireshark's FIFO, each takes the FIFO's lock, which its reader holds while it copies a
- * large read out, and each may wake the reader: measured, a seventh of udsdump's CPU time went to
- * spinning on that lock.  So the flush first puts the stream, in order, into a private *assembly
- * pipe* (no one else takes its lock), then moves all of it into the capture fd with one splice (page
- * references, no copy).  Bytes in the assembly pipe count against the bound like the others.
+ * Assembly.  Headers and staged payload alternate, two writes per frame; written straight to
+ * Wireshark's FIFO, each takes the FIFO's lock, which its reader holds while it copies a large read
+ * out, and each may wake the reader: measured, a seventh of udsdump's CPU time went to spinning on
+ * that lock.  So the flush first puts the stream, in order, into a private *assembly pipe* (no one
+ * else takes its lock), then moves all of it into the capture fd with one splice (page references, no
+ * copy).  Bytes in the assembly pipe count against the bound like the others.
+ *
+ * The short way.  While nothing waits in the queue or the staging pipe, a spliced batch skips the
+ * staging pipe: its record goes into the assembly pipe by one write and its payload by one tee from
+ * the relay's pipe, as one frame of up to 256 KiB (IPv4 total length 0 past 64 KiB, as captured with
+ * TCP segmentation offload; docs/capture-format.md).  That is a pipe-to-pipe move and two writes per
+ * 64 KiB fewer: a fifth of udsdump's CPU per GB at 64 KiB writes (docs/benchmarks.md).  It is taken only
+ * while the assembly pipe surely has room for the whole frame (its buffers are counted; a tee never
+ * blocks, and a short one would leave a record promising bytes that did not follow); should a tee still
+ * come out short, the rest follows through the staging pipe (tee_rest).
  *
  * Filters.  The client filters decide once per connection, at open (flow->captured).  The libpcap
  * filter runs on every traffic frame (pcap_offline_filter on the dead handle's program); metadata
@@ -74,9 +83,11 @@
 #define REC_HDR 16                   /* pcap record header */
 #define ACK_EVERY (512u * 1024)      /* unacknowledged bytes before the other side sends a bare ACK */
 #define DROP_NOTE_LEN 96             /* room for a DROP metadata record */
+#define PIPE_SLOT 4096               /* a pipe holds its size / page size buffers (slots) */
 #define TEXT_MAX_DIVISOR 8           /* the text view shows at most buffer/8 bytes of one event */
 
 G_STATIC_ASSERT(UDS_FRAME_MAX <= PCAP_SNAPLEN);
+G_STATIC_ASSERT(UDS_FRAME_RECORD_MAX <= PCAP_SNAPLEN);
 
 typedef struct Chunk {
   struct Chunk *next;
@@ -125,6 +136,8 @@ struct UdsCapture {
   gsize staged;             /* bytes in the staging pipe not yet written */
   int assemble[2];          /* assembly pipe: the stream in order, on its way to fd (-1: none) */
   gsize assembled;          /* bytes in it */
+  guint asm_slots;          /* of its buffers (slots), at most this many in use (reset when empty) */
+  guint asm_nslots;         /* how many it has */
   GQueue marks;             /* StageMark, in stream order */
   int err;                  /* sticky write error */
 
@@ -411,15 +424,21 @@ static void tcp_advance(UdsFlow *flow, int dir, gsize n)
   flow->unacked[!dir] = 0;
 }
 
-/* The TCP fields of the next n data bytes of flow/dir, whose numbers they then take. */
-static UdsTcpFields tcp_take(UdsFlow *flow, int dir, gsize n, gboolean psh)
+/* The TCP fields of the next data bytes of flow/dir. */
+static UdsTcpFields tcp_fields(const UdsFlow *flow, int dir, gboolean psh)
 {
-  UdsTcpFields t = {
+  return (UdsTcpFields){
     .seq = flow->seq[dir],
     .ack = flow->seq[!dir],
     .flags = UDS_TCP_ACK | (psh ? UDS_TCP_PSH : 0),
     .window = UDS_FRAME_TCP_WINDOW,
   };
+}
+
+/* The TCP fields of the next n data bytes of flow/dir, whose numbers they then take. */
+static UdsTcpFields tcp_take(UdsFlow *flow, int dir, gsize n, gboolean psh)
+{
+  UdsTcpFields t = tcp_fields(flow, dir, psh);
   tcp_advance(flow, dir, n);
   return t;
 }
@@ -724,6 +743,8 @@ UdsCapture *uds_capture_new(int fd, const UdsCaptureOptions *opt, GError **error
   }
   if (cap->assemble[1] >= 0 && fcntl(cap->assemble[1], F_GETPIPE_SZ) < (1 << 20))
     fcntl(cap->assemble[1], F_SETPIPE_SZ, 1 << 20);
+  if (cap->assemble[1] >= 0)
+    cap->asm_nslots = (guint)MAX(fcntl(cap->assemble[1], F_GETPIPE_SZ), 0) / PIPE_SLOT;
 
   /* Success: from here on the fd is ours. */
   cap->fd = fd;
@@ -865,10 +886,34 @@ static int assembled_out(UdsCapture *cap)
     if (k < 0)
       return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
     cap->assembled -= (gsize)k;
+    if (cap->assembled == 0)
+      cap->asm_slots = 0;
     if (k == 0)
       break;
   }
   return 0;
+}
+
+/* A write error other than EAGAIN: sticky (see the top).  Returns -1 with errno set. */
+static int fail(UdsCapture *cap)
+{
+  cap->err = errno;
+  q_clear(cap);
+  errno = cap->err;
+  return -1;
+}
+
+/* Moves queued and staged bytes, in order, into the assembly pipe as far as it takes them. */
+static int assemble_more(UdsCapture *cap)
+{
+  gsize before = cap->queued + cap->staged;
+  guint marks = g_queue_get_length(&cap->marks);
+  int rc = drain_to(cap, cap->assemble[1]);
+  gsize moved = before - (cap->queued + cap->staged);
+  cap->assembled += moved;
+  /* An estimate of the buffers they took (see tee_direct): a page each, and one more per write. */
+  cap->asm_slots += (guint)(moved / PIPE_SLOT) + 2 * (marks - g_queue_get_length(&cap->marks) + 1);
+  return rc;
 }
 
 int uds_capture_flush(UdsCapture *cap)
@@ -883,21 +928,13 @@ int uds_capture_flush(UdsCapture *cap)
   } else {
     /* Out with what is assembled; while the fd takes it all, assemble more (see the top). */
     while ((rc = assembled_out(cap)) == 0 && cap->assembled == 0 && (cap->queued > 0 || cap->staged > 0)) {
-      gsize before = cap->queued + cap->staged;
-      if ((rc = drain_to(cap, cap->assemble[1])) < 0)
+      if ((rc = assemble_more(cap)) < 0)
         break;
-      cap->assembled += before - (cap->queued + cap->staged);
       if (cap->assembled == 0)
         break;   /* cannot happen (the pipe is empty here); never spin */
     }
   }
-  if (rc < 0) {
-    cap->err = errno;
-    q_clear(cap);
-    errno = cap->err;
-    return -1;
-  }
-  return 0;
+  return rc < 0 ? fail(cap) : 0;
 }
 
 void uds_capture_finish(UdsCapture *cap, int timeout_ms)
@@ -1041,8 +1078,90 @@ void uds_capture_conn_data(UdsCapture *cap, UdsFlow *flow, int dir, const guint8
 
 gboolean uds_capture_can_tee(UdsCapture *cap, const UdsFlow *flow, int dir)
 {
-  return cap->can_splice && !cap->have_filter && cap->snap >= UDS_FRAME_TCP_MSS && cap->max_frames == 0 &&
+  return cap->can_splice && !cap->have_filter && cap->snap >= UDS_FRAME_TCP_SPLICE_MSS && cap->max_frames == 0 &&
          usable(cap) && flow->captured && flow->open && !flow->fin[dir];
+}
+
+/* The assembly pipe took a record promising seg payload bytes but only the first k of them: the rest
+ * follows through the staging pipe, which is empty (nothing was waiting) and as large as the relay's
+ * pipe, so it takes the whole segment; tee copies from the head only, so the k bytes already in the
+ * assembly pipe are read out of the staging pipe's head and dropped.  FALSE: that failed, and the
+ * capture with it (the record cannot be completed). */
+static gboolean tee_rest(UdsCapture *cap, int pipe_fd, gsize k, gsize seg)
+{
+  ssize_t t = tee(pipe_fd, cap->stage[1], seg, SPLICE_F_NONBLOCK);
+  for (gsize off = 0; t == (ssize_t)seg && off < k;) {
+    ssize_t n = read(cap->stage[0], cap->scratch, MIN(k - off, (gsize)UDS_FRAME_MAX));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      t = -1;
+      break;
+    }
+    off += (gsize)n;
+  }
+  if (t != (ssize_t)seg) {
+    errno = EIO;
+    uds_warn("capture: a spliced frame could not be completed: the capture ends here");
+    fail(cap);
+    return FALSE;
+  }
+  cap->stats.short_tees++;
+  StageMark *m = g_new(StageMark, 1);
+  m->at = cap->q_in;
+  m->len = seg - k;
+  g_queue_push_tail(&cap->marks, m);
+  cap->staged += seg - k;
+  return TRUE;
+}
+
+/* The short way for spliced payload: with nothing else waiting to go before it, a batch of at most one
+ * frame has its record and headers written straight into the assembly pipe and its payload teed after
+ * them, so the bytes make one pipe-to-pipe move fewer (no staging).  Returns the payload bytes taken
+ * (all), 0 when the staging way must be used (nothing was written). */
+static gsize tee_direct(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd, gsize len, const struct timespec *ts)
+{
+  if (cap->assemble[1] < 0)
+    return 0;
+  if ((cap->queued > 0 || cap->staged > 0) && assemble_more(cap) < 0) {
+    fail(cap);
+    return 0;
+  }
+  if (cap->queued > 0 || cap->staged > 0 || len > UDS_FRAME_TCP_SPLICE_MSS)
+    return 0;   /* more than one frame: tee takes from the head only, so they go by the staging pipe */
+  gsize seg = len;
+  /* Room, in buffers: the record's (it may not merge into the last one), and the payload's pages, one
+   * more where it does not start on a page boundary.  The tee can still come out short (a batch of
+   * many small messages is a buffer per message): see below. */
+  guint need = 2 + (guint)((seg + PIPE_SLOT - 1) / PIPE_SLOT);
+  if (cap->asm_slots + need > cap->asm_nslots)
+    return 0;
+  const gsize hl = UDS_FRAME_ETH_LEN + UDS_FRAME_IP_LEN + UDS_FRAME_TCP_LEN;
+  guint8 rec[REC_HDR + UDS_FRAME_ETH_LEN + UDS_FRAME_IP_LEN + UDS_FRAME_TCP_LEN];
+  UdsFrameEnds e;
+  flow_ends(flow, dir, &e);
+  UdsTcpFields tf = tcp_fields(flow, dir, TRUE);
+  gsize h = uds_frame_tcp_unsummed(rec + REC_HDR, &e, flow->ip_id, &tf, seg);
+  g_assert(h == hl);
+  guint32 rh[4] = { (guint32)ts->tv_sec, (guint32)ts->tv_nsec, (guint32)(h + seg), (guint32)(h + seg) };
+  memcpy(rec, rh, sizeof rh);
+  /* A pipe write of at most PIPE_BUF bytes is whole or nothing. */
+  if (write(cap->assemble[1], rec, sizeof rec) != (ssize_t)sizeof rec)
+    return 0;
+  flow->ip_id++;
+  tcp_advance(flow, dir, seg);
+  cap->assembled += sizeof rec;
+  cap->asm_slots += need;
+  cap->stats.frames++;
+  cap->stats.bytes += seg;
+  cap->data_frames++;
+  ssize_t k = tee(pipe_fd, cap->assemble[1], seg, SPLICE_F_NONBLOCK);
+  if (k < 0)
+    k = 0;
+  cap->assembled += (gsize)k;
+  if ((gsize)k < seg && !tee_rest(cap, pipe_fd, (gsize)k, seg))
+    return seg;   /* the capture failed (sticky error): the bytes are the relay's to forward */
+  return seg;
 }
 
 gsize uds_capture_conn_tee(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd, gsize len, const struct timespec *ts)
@@ -1050,19 +1169,24 @@ gsize uds_capture_conn_tee(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd,
   if (len == 0 || !uds_capture_can_tee(cap, flow, dir))
     return 0;
   const gsize hl = UDS_FRAME_ETH_LEN + UDS_FRAME_IP_LEN + UDS_FRAME_TCP_LEN;
-  gsize nseg = (len + UDS_FRAME_TCP_MSS - 1) / UDS_FRAME_TCP_MSS;
+  gsize nseg = (len + UDS_FRAME_TCP_SPLICE_MSS - 1) / UDS_FRAME_TCP_SPLICE_MSS;
   gsize need = len + nseg * (REC_HDR + hl) + (flow->dropped[dir] ? DROP_NOTE_LEN : 0);
   if (!room_for(cap, need, REC_DATA) || !note_drop(cap, flow, dir, ts)) {
     /* Past the bound (never in lossless mode): the frames are dropped as tcp_segment drops them, and
      * the bytes count as handled, so the relay forwards them without reading them. */
     for (gsize off = 0; off < len;) {
-      gsize seg = MIN(len - off, (gsize)UDS_FRAME_TCP_MSS);
+      gsize seg = MIN(len - off, (gsize)UDS_FRAME_TCP_SPLICE_MSS);
       tcp_advance(flow, dir, seg);
       count_drop(cap, flow, dir, seg);
       off += seg;
     }
     maybe_ack(cap, flow, dir, ts);
     return len;
+  }
+  gsize direct = tee_direct(cap, flow, dir, pipe_fd, len, ts);
+  if (direct > 0 || !usable(cap)) {
+    maybe_ack(cap, flow, dir, ts);
+    return direct;
   }
   /* tee takes what the staging pipe has room for, from the head; the relay copies the rest. */
   ssize_t t = tee(pipe_fd, cap->stage[1], len, SPLICE_F_NONBLOCK);
@@ -1071,7 +1195,7 @@ gsize uds_capture_conn_tee(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd,
   UdsFrameEnds e;
   flow_ends(flow, dir, &e);
   for (gsize off = 0; off < (gsize)t;) {
-    gsize seg = MIN((gsize)t - off, (gsize)UDS_FRAME_TCP_MSS);
+    gsize seg = MIN((gsize)t - off, (gsize)UDS_FRAME_TCP_SPLICE_MSS);
     UdsTcpFields tf = tcp_take(flow, dir, seg, off + seg == len);
     /* libpcap's record header (host order, nanosecond dumper), then the frame's headers; the payload
      * follows from the staging pipe. */

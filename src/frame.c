@@ -17,7 +17,7 @@
 #include <string.h>
 
 G_STATIC_ASSERT(UDS_FRAME_MAX >= UDS_FRAME_ETH_LEN + UDS_FRAME_IP_MAX);
-G_STATIC_ASSERT(UDS_FRAME_MAX <= 262144);
+G_STATIC_ASSERT(UDS_FRAME_MAX <= UDS_FRAME_RECORD_MAX);
 G_STATIC_ASSERT(UDS_FRAME_FRAG1_PAYLOAD % 8 == 0);
 G_STATIC_ASSERT(UDS_FRAME_IP_LEN + UDS_FRAME_FRAG1_PAYLOAD <= UDS_FRAME_IP_MAX);
 
@@ -277,8 +277,8 @@ gsize uds_frame_tcp(guint8 *out, const UdsFrameEnds *e, guint16 ip_id, const Uds
 
 gsize uds_frame_tcp_unsummed(guint8 *out, const UdsFrameEnds *e, guint16 ip_id, const UdsTcpFields *t, gsize len)
 {
-  if (len > UDS_FRAME_TCP_MSS)
-    len = UDS_FRAME_TCP_MSS;
+  if (len > UDS_FRAME_TCP_SPLICE_MSS)
+    len = UDS_FRAME_TCP_SPLICE_MSS;
   gsize thl;
   guint8 *tcp = put_tcp_headers(out, e, ip_id, t, len, &thl);
   return (gsize)(tcp + thl - out);

@@ -123,7 +123,8 @@ def flows(pcap):
         ihl = (fr[14] & 15) * 4
         t = 14 + ihl
         hl = (fr[t + 12] >> 4) * 4 if fr[23] == 6 else 8
-        total = struct.unpack("!H", fr[16:18])[0]
+        # IPv4 total length 0: a segment longer than 16 bits can say, the rest of the frame (TSO's way)
+        total = struct.unpack("!H", fr[16:18])[0] or len(fr) - 14
         payload = fr[t + hl:14 + total]
         src = ".".join(str(b) for b in fr[26:30])
         sport = struct.unpack("!H", fr[t:t + 2])[0]
