@@ -122,6 +122,13 @@ gboolean uds_capture_can_tee(UdsCapture *cap, const UdsFlow *flow, int dir);
  * many of them it dealt with, from the head: captured, or dropped and counted past the bound; the
  * caller passes the rest to uds_capture_conn_data. */
 gsize uds_capture_conn_tee(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd, gsize len, const struct timespec *ts);
+/* The next len bytes of flow/dir, in memory that the caller reuses as soon as this returns (observe
+ * mode reads them where they lie in the kernel's ring): while nothing waits to go before them, one
+ * frame (TCP checksum 0, like the teed ones; PSH if psh) is written into the capture's assembly pipe
+ * with them at once, one copy by the kernel.  FALSE, with nothing done, when that cannot be; the
+ * caller then passes them to uds_capture_conn_data. */
+gboolean uds_capture_conn_write(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *data, gsize len,
+                                gboolean psh, const struct timespec *ts);
 /* A source that sees who makes each send (observe mode): the process behind the next bytes of
  * flow/dir.  A SENDER metadata frame, written only when it differs from the last one of flow/dir. */
 void uds_capture_conn_sender(UdsCapture *cap, UdsFlow *flow, int dir, pid_t pid, uid_t uid, gid_t gid,

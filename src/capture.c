@@ -1164,6 +1164,54 @@ static gsize tee_direct(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd, gs
   return seg;
 }
 
+gboolean uds_capture_conn_write(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *data, gsize len,
+                                gboolean psh, const struct timespec *ts)
+{
+  if (len == 0 || len > UDS_FRAME_TCP_SPLICE_MSS || cap->assemble[1] < 0 || flow->dropped[dir] ||
+      !uds_capture_can_tee(cap, flow, dir))
+    return FALSE;
+  const gsize hl = UDS_FRAME_ETH_LEN + UDS_FRAME_IP_LEN + UDS_FRAME_TCP_LEN;
+  guint8 rec[REC_HDR + UDS_FRAME_ETH_LEN + UDS_FRAME_IP_LEN + UDS_FRAME_TCP_LEN];
+  if (!room_for(cap, sizeof rec + len, REC_DATA))
+    return FALSE;
+  if ((cap->queued > 0 || cap->staged > 0) && assemble_more(cap) < 0) {
+    fail(cap);
+    return FALSE;
+  }
+  /* The record and the payload copied into the pipe's pages, merged: one buffer per page. */
+  guint need = 1 + (guint)((sizeof rec + len + PIPE_SLOT - 1) / PIPE_SLOT);
+  if (cap->queued > 0 || cap->staged > 0 || cap->asm_slots + need > cap->asm_nslots)
+    return FALSE;
+  UdsFrameEnds e;
+  flow_ends(flow, dir, &e);
+  UdsTcpFields tf = tcp_take(flow, dir, len, psh);
+  gsize h = uds_frame_tcp_unsummed(rec + REC_HDR, &e, flow->ip_id++, &tf, len);
+  g_assert(h == hl);
+  guint32 rh[4] = { (guint32)ts->tv_sec, (guint32)ts->tv_nsec, (guint32)(h + len), (guint32)(h + len) };
+  memcpy(rec, rh, sizeof rh);
+  struct iovec iov[2] = { { rec, sizeof rec }, { (void *)data, len } };
+  ssize_t k;
+  do
+    k = writev(cap->assemble[1], iov, 2);
+  while (k < 0 && errno == EINTR);
+  if (k < 0)
+    k = 0;
+  cap->assembled += (gsize)k;
+  cap->asm_slots += need;
+  /* What the pipe did not take (it had fewer buffers than counted) is next in the stream: the queue. */
+  if ((gsize)k < sizeof rec) {
+    q_append(cap, rec + k, sizeof rec - (gsize)k);
+    k = sizeof rec;
+  }
+  if ((gsize)k < sizeof rec + len)
+    q_append(cap, data + ((gsize)k - sizeof rec), sizeof rec + len - (gsize)k);
+  cap->stats.frames++;
+  cap->stats.bytes += len;
+  cap->data_frames++;
+  maybe_ack(cap, flow, dir, ts);
+  return TRUE;
+}
+
 gsize uds_capture_conn_tee(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd, gsize len, const struct timespec *ts)
 {
   if (len == 0 || !uds_capture_can_tee(cap, flow, dir))

@@ -19,11 +19,13 @@
  * the ring is drained; /proc/net/unix if unix_diag cannot answer): FIN both ways, then CLOSE.
  *
  * Fast path.  Records are read where they lie in the ring (libbpf's callback), not copied out first.
- * A stream call's bytes of PIPE_MIN_BYTES or more are written from the ring into a pipe of ours (the
- * one copy user space makes), then handed to the capture as the relay hands it spliced bytes
- * (uds_capture_conn_tee: page references into its staging pipe, on to the reader without another
- * copy or checksum); smaller calls are copied into the capture's queue, which is cheaper than three
- * syscalls.  The bytes are never given to the capture by reference to the ring's own pages (vmsplice):
+ * A stream record of PIPE_MIN_BYTES or more goes, while the capture has nothing waiting, straight
+ * into its assembly pipe as one frame, record header and payload by one writev (uds_capture_conn_write:
+ * the one copy, made by the kernel, no checksum).  Otherwise (the capture is behind) a call's bytes
+ * are written from the ring into a pipe of ours, then handed to the capture as the relay hands it
+ * spliced bytes (uds_capture_conn_tee: page references, on to the reader without another copy or
+ * checksum), one frame per call; smaller records are copied into the capture's queue, which is cheaper
+ * than the syscalls.  The bytes are never given to the capture by reference to the ring's own pages (vmsplice):
  * the ring reuses them as soon as a record is consumed, while a pipe may hold them until whoever
  * reads the capture (perhaps by splice, keeping the reference) is done, and a captured byte would
  * then change under the reader.
@@ -653,6 +655,9 @@ static void on_data(UdsObserve *o, ObsConn *c, const struct uds_obs_event *e, co
   c->next_off[dir] = MAX(c->next_off[dir], e->off + e->len);
   o->stats->bytes[dir] += e->len;
   if (o->sock_type == SOCK_STREAM) {
+    if (o->pend_len == 0 && e->len >= PIPE_MIN_BYTES &&
+        uds_capture_conn_write(o->cap, &c->flow, dir, e->data, e->len, (e->flags & UDS_OBS_F_END) != 0, ts))
+      return;
     if (!pipe_put(o, c, e))
       uds_capture_conn_data(o->cap, &c->flow, dir, e->data, e->len, ts);
     else if (e->flags & UDS_OBS_F_END)

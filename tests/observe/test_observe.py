@@ -367,6 +367,28 @@ class ObserveTest(UdsTestCase):
         self.assertEqual(reply.strip().decode(), sha256(data), "the transfer completes untouched")
         self.assertEqual(ours_loaded(), [], "nothing stays attached after SIGKILL")
 
+    def test_bulk_every_write_size_exact(self):
+        # Bulk in the sizes real programs write, each path of the fast path taken (copied into the queue,
+        # written straight into the assembly pipe, through the payload pipe when the capture is behind):
+        # the capture holds every byte once, in order.
+        data = os.urandom(24 << 20)
+        s, p = self.observed_connection("bulkx.sock", "stream")
+        off, sizes = 0, [100, 4096, 9000, 16384, 32768, 65536, 200000, 1 << 20]
+        while off < len(data):
+            n = sizes[(off // 7) % len(sizes)]
+            s.sendall(data[off:off + n])
+            off += n
+        s.shutdown(socket.SHUT_WR)
+        reply = s.makefile("rb").readline()
+        s.close()
+        self.assertEqual(reply.strip().decode(), sha256(data), "the transfer is untouched")
+        pcap, err = self.stop_udsdump(p)
+        self.assertEqual(p.returncode, 0, err)
+        (flow,) = flows(pcap).values()
+        self.assertEqual(flow["drops"], 0)
+        self.assertEqual(len(flow["data"][0]), len(data))
+        self.assertTrue(flow["data"][0] == data, "every byte, exact and in order")
+
     def test_reply_never_before_its_request(self):
         # A reply's send can end before its request's send has (the requester was merely slow to be
         # scheduled again); the capture still shows every request before the reply it caused.
