@@ -1082,6 +1082,23 @@ gboolean uds_capture_can_tee(UdsCapture *cap, const UdsFlow *flow, int dir)
          usable(cap) && flow->captured && flow->open && !flow->fin[dir];
 }
 
+/* Bytes of a spliced frame's record header (libpcap's, host order, nanosecond dumper) and headers. */
+#define SPLICED_REC (REC_HDR + UDS_FRAME_ETH_LEN + UDS_FRAME_IP_LEN + UDS_FRAME_TCP_LEN)
+
+/* Writes into rec the record header and headers of the next frame of flow/dir, whose len payload bytes
+ * follow it in the capture, unread (no checksum).  Returns SPLICED_REC. */
+static gsize spliced_record(guint8 *rec, UdsFlow *flow, int dir, const UdsTcpFields *tf, gsize len,
+                            const struct timespec *ts)
+{
+  UdsFrameEnds e;
+  flow_ends(flow, dir, &e);
+  gsize h = uds_frame_tcp_unsummed(rec + REC_HDR, &e, flow->ip_id, tf, len);
+  g_assert(REC_HDR + h == SPLICED_REC);
+  guint32 rh[4] = { (guint32)ts->tv_sec, (guint32)ts->tv_nsec, (guint32)(h + len), (guint32)(h + len) };
+  memcpy(rec, rh, sizeof rh);
+  return SPLICED_REC;
+}
+
 /* The assembly pipe took a record promising seg payload bytes but only the first k of them: the rest
  * follows through the staging pipe, which is empty (nothing was waiting) and as large as the relay's
  * pipe, so it takes the whole segment; tee copies from the head only, so the k bytes already in the
@@ -1136,15 +1153,9 @@ static gsize tee_direct(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd, gs
   guint need = 2 + (guint)((seg + PIPE_SLOT - 1) / PIPE_SLOT);
   if (cap->asm_slots + need > cap->asm_nslots)
     return 0;
-  const gsize hl = UDS_FRAME_ETH_LEN + UDS_FRAME_IP_LEN + UDS_FRAME_TCP_LEN;
-  guint8 rec[REC_HDR + UDS_FRAME_ETH_LEN + UDS_FRAME_IP_LEN + UDS_FRAME_TCP_LEN];
-  UdsFrameEnds e;
-  flow_ends(flow, dir, &e);
+  guint8 rec[SPLICED_REC];
   UdsTcpFields tf = tcp_fields(flow, dir, TRUE);
-  gsize h = uds_frame_tcp_unsummed(rec + REC_HDR, &e, flow->ip_id, &tf, seg);
-  g_assert(h == hl);
-  guint32 rh[4] = { (guint32)ts->tv_sec, (guint32)ts->tv_nsec, (guint32)(h + seg), (guint32)(h + seg) };
-  memcpy(rec, rh, sizeof rh);
+  spliced_record(rec, flow, dir, &tf, seg, ts);
   /* A pipe write of at most PIPE_BUF bytes is whole or nothing. */
   if (write(cap->assemble[1], rec, sizeof rec) != (ssize_t)sizeof rec)
     return 0;
@@ -1170,8 +1181,7 @@ gboolean uds_capture_conn_write(UdsCapture *cap, UdsFlow *flow, int dir, const g
   if (len == 0 || len > UDS_FRAME_TCP_SPLICE_MSS || cap->assemble[1] < 0 || flow->dropped[dir] ||
       !uds_capture_can_tee(cap, flow, dir))
     return FALSE;
-  const gsize hl = UDS_FRAME_ETH_LEN + UDS_FRAME_IP_LEN + UDS_FRAME_TCP_LEN;
-  guint8 rec[REC_HDR + UDS_FRAME_ETH_LEN + UDS_FRAME_IP_LEN + UDS_FRAME_TCP_LEN];
+  guint8 rec[SPLICED_REC];
   if (!room_for(cap, sizeof rec + len, REC_DATA))
     return FALSE;
   if ((cap->queued > 0 || cap->staged > 0) && assemble_more(cap) < 0) {
@@ -1182,13 +1192,9 @@ gboolean uds_capture_conn_write(UdsCapture *cap, UdsFlow *flow, int dir, const g
   guint need = 1 + (guint)((sizeof rec + len + PIPE_SLOT - 1) / PIPE_SLOT);
   if (cap->queued > 0 || cap->staged > 0 || cap->asm_slots + need > cap->asm_nslots)
     return FALSE;
-  UdsFrameEnds e;
-  flow_ends(flow, dir, &e);
   UdsTcpFields tf = tcp_take(flow, dir, len, psh);
-  gsize h = uds_frame_tcp_unsummed(rec + REC_HDR, &e, flow->ip_id++, &tf, len);
-  g_assert(h == hl);
-  guint32 rh[4] = { (guint32)ts->tv_sec, (guint32)ts->tv_nsec, (guint32)(h + len), (guint32)(h + len) };
-  memcpy(rec, rh, sizeof rh);
+  spliced_record(rec, flow, dir, &tf, len, ts);
+  flow->ip_id++;
   struct iovec iov[2] = { { rec, sizeof rec }, { (void *)data, len } };
   ssize_t k;
   do
@@ -1216,9 +1222,8 @@ gsize uds_capture_conn_tee(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd,
 {
   if (len == 0 || !uds_capture_can_tee(cap, flow, dir))
     return 0;
-  const gsize hl = UDS_FRAME_ETH_LEN + UDS_FRAME_IP_LEN + UDS_FRAME_TCP_LEN;
   gsize nseg = (len + UDS_FRAME_TCP_SPLICE_MSS - 1) / UDS_FRAME_TCP_SPLICE_MSS;
-  gsize need = len + nseg * (REC_HDR + hl) + (flow->dropped[dir] ? DROP_NOTE_LEN : 0);
+  gsize need = len + nseg * SPLICED_REC + (flow->dropped[dir] ? DROP_NOTE_LEN : 0);
   if (!room_for(cap, need, REC_DATA) || !note_drop(cap, flow, dir, ts)) {
     /* Past the bound (never in lossless mode): the frames are dropped as tcp_segment drops them, and
      * the bytes count as handled, so the relay forwards them without reading them. */
@@ -1240,18 +1245,13 @@ gsize uds_capture_conn_tee(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd,
   ssize_t t = tee(pipe_fd, cap->stage[1], len, SPLICE_F_NONBLOCK);
   if (t <= 0)
     return 0;
-  UdsFrameEnds e;
-  flow_ends(flow, dir, &e);
   for (gsize off = 0; off < (gsize)t;) {
     gsize seg = MIN((gsize)t - off, (gsize)UDS_FRAME_TCP_SPLICE_MSS);
     UdsTcpFields tf = tcp_take(flow, dir, seg, off + seg == len);
-    /* libpcap's record header (host order, nanosecond dumper), then the frame's headers; the payload
-     * follows from the staging pipe. */
-    guint8 *rec = q_reserve(cap, REC_HDR + hl);
-    gsize h = uds_frame_tcp_unsummed(rec + REC_HDR, &e, flow->ip_id++, &tf, seg);
-    guint32 rh[4] = { (guint32)ts->tv_sec, (guint32)ts->tv_nsec, (guint32)(h + seg), (guint32)(h + seg) };
-    memcpy(rec, rh, sizeof rh);
-    q_append(cap, rec, REC_HDR + h);
+    /* The record in the queue; its payload follows from the staging pipe. */
+    guint8 *rec = q_reserve(cap, SPLICED_REC);
+    q_append(cap, rec, spliced_record(rec, flow, dir, &tf, seg, ts));
+    flow->ip_id++;
     StageMark *m = g_new(StageMark, 1);
     m->at = cap->q_in;
     m->len = seg;
