@@ -912,7 +912,8 @@ static int assemble_more(UdsCapture *cap)
   gsize moved = before - (cap->queued + cap->staged);
   cap->assembled += moved;
   /* An estimate of the buffers they took (see tee_direct): a page each, and one more per write. */
-  cap->asm_slots += (guint)(moved / PIPE_SLOT) + 2 * (marks - g_queue_get_length(&cap->marks) + 1);
+  if (moved > 0)
+    cap->asm_slots += (guint)(moved / PIPE_SLOT) + 2 * (marks - g_queue_get_length(&cap->marks) + 1);
   return rc;
 }
 
