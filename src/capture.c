@@ -279,6 +279,14 @@ static gboolean room_for(UdsCapture *cap, gsize n, RecKind kind)
   return waiting(cap) + n <= cap->bound + (kind == REC_CONTROL ? cap->reserve : 0);
 }
 
+/* A data frame (or text event) of n payload bytes went into the stream whole. */
+static void count_frame(UdsCapture *cap, gsize n)
+{
+  cap->stats.frames++;
+  cap->stats.bytes += n;
+  cap->data_frames++;
+}
+
 /* Where to build a frame of up to len bytes so that committing it copies nothing. */
 static guint8 *frame_slot(UdsCapture *cap, gsize len)
 {
@@ -608,9 +616,7 @@ static void text_data(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *p, 
   }
   q_append(cap, t->str, t->len);
   flow->dropped[dir] = 0;
-  cap->stats.frames++;
-  cap->stats.bytes += n;
-  cap->data_frames++;
+  count_frame(cap, n);
 }
 
 static void text_line(UdsCapture *cap, const UdsFlow *flow, UdsTextDir dir, const struct timespec *ts,
@@ -1100,12 +1106,25 @@ static gsize spliced_record(guint8 *rec, UdsFlow *flow, int dir, const UdsTcpFie
   return SPLICED_REC;
 }
 
+/* Whether a new frame of need buffers may go straight into the assembly pipe: nothing waits to go
+ * before it (what waited has been moved in first), and the counted buffers leave it room. */
+static gboolean assembly_free(UdsCapture *cap, guint need)
+{
+  if (cap->assemble[1] < 0)
+    return FALSE;
+  if ((cap->queued > 0 || cap->staged > 0) && assemble_more(cap) < 0) {
+    fail(cap);
+    return FALSE;
+  }
+  return cap->queued == 0 && cap->staged == 0 && cap->asm_slots + need <= cap->asm_nslots;
+}
+
 /* The assembly pipe took a record promising seg payload bytes but only the first k of them: the rest
  * follows through the staging pipe, which is empty (nothing was waiting) and as large as the relay's
  * pipe, so it takes the whole segment; tee copies from the head only, so the k bytes already in the
- * assembly pipe are read out of the staging pipe's head and dropped.  FALSE: that failed, and the
- * capture with it (the record cannot be completed). */
-static gboolean tee_rest(UdsCapture *cap, int pipe_fd, gsize k, gsize seg)
+ * assembly pipe are read out of the staging pipe's head and dropped.  Should that fail, the capture
+ * fails with it (the record cannot be completed). */
+static void tee_rest(UdsCapture *cap, int pipe_fd, gsize k, gsize seg)
 {
   ssize_t t = tee(pipe_fd, cap->stage[1], seg, SPLICE_F_NONBLOCK);
   for (gsize off = 0; t == (ssize_t)seg && off < k;) {
@@ -1122,7 +1141,7 @@ static gboolean tee_rest(UdsCapture *cap, int pipe_fd, gsize k, gsize seg)
     errno = EIO;
     uds_warn("capture: a spliced frame could not be completed: the capture ends here");
     fail(cap);
-    return FALSE;
+    return;
   }
   cap->stats.short_tees++;
   StageMark *m = g_new(StageMark, 1);
@@ -1130,7 +1149,6 @@ static gboolean tee_rest(UdsCapture *cap, int pipe_fd, gsize k, gsize seg)
   m->len = seg - k;
   g_queue_push_tail(&cap->marks, m);
   cap->staged += seg - k;
-  return TRUE;
 }
 
 /* The short way for spliced payload: with nothing else waiting to go before it, a batch of at most one
@@ -1139,20 +1157,14 @@ static gboolean tee_rest(UdsCapture *cap, int pipe_fd, gsize k, gsize seg)
  * (all), 0 when the staging way must be used (nothing was written). */
 static gsize tee_direct(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd, gsize len, const struct timespec *ts)
 {
-  if (cap->assemble[1] < 0)
-    return 0;
-  if ((cap->queued > 0 || cap->staged > 0) && assemble_more(cap) < 0) {
-    fail(cap);
-    return 0;
-  }
-  if (cap->queued > 0 || cap->staged > 0 || len > UDS_FRAME_TCP_SPLICE_MSS)
+  if (len > UDS_FRAME_TCP_SPLICE_MSS)
     return 0;   /* more than one frame: tee takes from the head only, so they go by the staging pipe */
   gsize seg = len;
   /* Room, in buffers: the record's (it may not merge into the last one), and the payload's pages, one
    * more where it does not start on a page boundary.  The tee can still come out short (a batch of
    * many small messages is a buffer per message): see below. */
   guint need = 2 + (guint)((seg + PIPE_SLOT - 1) / PIPE_SLOT);
-  if (cap->asm_slots + need > cap->asm_nslots)
+  if (!assembly_free(cap, need))
     return 0;
   guint8 rec[SPLICED_REC];
   UdsTcpFields tf = tcp_fields(flow, dir, TRUE);
@@ -1164,34 +1176,25 @@ static gsize tee_direct(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd, gs
   tcp_advance(flow, dir, seg);
   cap->assembled += sizeof rec;
   cap->asm_slots += need;
-  cap->stats.frames++;
-  cap->stats.bytes += seg;
-  cap->data_frames++;
+  count_frame(cap, seg);
   ssize_t k = tee(pipe_fd, cap->assemble[1], seg, SPLICE_F_NONBLOCK);
   if (k < 0)
     k = 0;
   cap->assembled += (gsize)k;
-  if ((gsize)k < seg && !tee_rest(cap, pipe_fd, (gsize)k, seg))
-    return seg;   /* the capture failed (sticky error): the bytes are the relay's to forward */
+  if ((gsize)k < seg)
+    tee_rest(cap, pipe_fd, (gsize)k, seg);   /* should it fail, the capture ends: the bytes stay the relay's */
   return seg;
 }
 
 gboolean uds_capture_conn_write(UdsCapture *cap, UdsFlow *flow, int dir, const guint8 *data, gsize len,
                                 gboolean psh, const struct timespec *ts)
 {
-  if (len == 0 || len > UDS_FRAME_TCP_SPLICE_MSS || cap->assemble[1] < 0 || flow->dropped[dir] ||
-      !uds_capture_can_tee(cap, flow, dir))
+  if (len == 0 || len > UDS_FRAME_TCP_SPLICE_MSS || flow->dropped[dir] || !uds_capture_can_tee(cap, flow, dir))
     return FALSE;
   guint8 rec[SPLICED_REC];
-  if (!room_for(cap, sizeof rec + len, REC_DATA))
-    return FALSE;
-  if ((cap->queued > 0 || cap->staged > 0) && assemble_more(cap) < 0) {
-    fail(cap);
-    return FALSE;
-  }
   /* The record and the payload copied into the pipe's pages, merged: one buffer per page. */
   guint need = 1 + (guint)((sizeof rec + len + PIPE_SLOT - 1) / PIPE_SLOT);
-  if (cap->queued > 0 || cap->staged > 0 || cap->asm_slots + need > cap->asm_nslots)
+  if (!room_for(cap, sizeof rec + len, REC_DATA) || !assembly_free(cap, need))
     return FALSE;
   UdsTcpFields tf = tcp_take(flow, dir, len, psh);
   spliced_record(rec, flow, dir, &tf, len, ts);
@@ -1212,9 +1215,7 @@ gboolean uds_capture_conn_write(UdsCapture *cap, UdsFlow *flow, int dir, const g
   }
   if ((gsize)k < sizeof rec + len)
     q_append(cap, data + ((gsize)k - sizeof rec), sizeof rec + len - (gsize)k);
-  cap->stats.frames++;
-  cap->stats.bytes += len;
-  cap->data_frames++;
+  count_frame(cap, len);
   maybe_ack(cap, flow, dir, ts);
   return TRUE;
 }
@@ -1258,9 +1259,7 @@ gsize uds_capture_conn_tee(UdsCapture *cap, UdsFlow *flow, int dir, int pipe_fd,
     m->len = seg;
     g_queue_push_tail(&cap->marks, m);
     cap->staged += seg;
-    cap->stats.frames++;
-    cap->stats.bytes += seg;
-    cap->data_frames++;
+    count_frame(cap, seg);
     off += seg;
   }
   maybe_ack(cap, flow, dir, ts);

@@ -941,16 +941,20 @@ static gboolean may_end(UdsObserve *o, const ObsConn *c)
   return c->held == 0 && !(o->pend_len && o->pend_conn == c);
 }
 
+/* Takes in what the ring holds and releases the held records that may go; FALSE when records are
+ * still waiting, in the ring (for the capture to have room) or in the payload pipe: a connection
+ * ends only after its last bytes, at a later tick. */
+static gboolean caught_up(UdsObserve *o)
+{
+  consume_ring(o);
+  release_held(o, FALSE);
+  return !o->ring_behind && !o->pipe_stuck;
+}
+
 /* Connections whose client end no longer exists have ended. */
 static void reap_connections(UdsObserve *o)
 {
-  if (g_hash_table_size(o->conns) == 0)
-    return;
-  consume_ring(o);   /* their last bytes first */
-  release_held(o, FALSE);
-  /* A connection with records still waiting in the ring for the capture to have room ends at a
-   * later tick, after them. */
-  if (o->ring_behind || o->pipe_stuck)
+  if (g_hash_table_size(o->conns) == 0 || !caught_up(o))   /* their last bytes first */
     return;
   g_autoptr(GHashTable) listed = NULL;   /* /proc/net/unix's inodes, read if unix_diag fails */
   g_autoptr(GArray) inodes = NULL;
@@ -976,9 +980,7 @@ static void reap_connections(UdsObserve *o)
   /* A client may have sent its last bytes between the consume above and the look at its socket: they
    * are in the ring now (a process that is gone sends no more), and must be captured, not reported
    * lost by conn_end; if the ring cannot be read to its end, the ending waits for a later tick. */
-  consume_ring(o);
-  release_held(o, FALSE);
-  if (o->ring_behind || o->pipe_stuck)
+  if (!caught_up(o))
     return;
   struct timespec now;
   clock_gettime(CLOCK_REALTIME, &now);

@@ -655,15 +655,21 @@ static gboolean half_read_done(Relay *r, Half *h, const struct timespec *ts)
 
 /* ---- zero copy (see the top of this file) ---- */
 
-/* Descriptors waiting in h's receive queue: 0, >0, or -1 when the kernel does not say. */
+static void fdinfo_drop(FdinfoFile *e)
+{
+  if (e->fd >= 0)
+    close(e->fd);
+  e->fd = e->num = -1;
+}
+
+/* The open /proc/self/fdinfo/<num> (from the cache, or opened into it); -1 when it cannot be opened. */
 static int fdinfo_file(Relay *r, int num)
 {
   for (int i = 0; i < RELAY_FDINFO_CACHE; i++)
     if (r->fdinfo[i].num == num)
       return r->fdinfo[i].fd;
   FdinfoFile *e = &r->fdinfo[r->fdinfo_next++ % RELAY_FDINFO_CACHE];
-  if (e->fd >= 0)
-    close(e->fd);
+  fdinfo_drop(e);
   char path[64];
   snprintf(path, sizeof path, "/proc/self/fdinfo/%d", num);
   e->fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -674,24 +680,19 @@ static int fdinfo_file(Relay *r, int num)
 /* The socket numbered num is being closed: its file goes too, so that an idle relay holds none. */
 static void fdinfo_forget(Relay *r, int num)
 {
-  for (int i = 0; i < RELAY_FDINFO_CACHE; i++) {
-    if (r->fdinfo[i].num == num) {
-      close(r->fdinfo[i].fd);
-      r->fdinfo[i].fd = r->fdinfo[i].num = -1;
-    }
-  }
+  for (int i = 0; i < RELAY_FDINFO_CACHE; i++)
+    if (r->fdinfo[i].num == num)
+      fdinfo_drop(&r->fdinfo[i]);
 }
 
 /* Closes the fdinfo files: at the end, and in a forked child (they show the parent's descriptors). */
 static void fdinfo_files_close(Relay *r)
 {
-  for (int i = 0; i < RELAY_FDINFO_CACHE; i++) {
-    if (r->fdinfo[i].fd >= 0)
-      close(r->fdinfo[i].fd);
-    r->fdinfo[i].fd = r->fdinfo[i].num = -1;
-  }
+  for (int i = 0; i < RELAY_FDINFO_CACHE; i++)
+    fdinfo_drop(&r->fdinfo[i]);
 }
 
+/* Descriptors waiting in h's receive queue: 0, >0, or -1 when the kernel does not say. */
 static int queued_fds(Relay *r, Half *h)
 {
   int f = fdinfo_file(r, h->fd);
